@@ -1,0 +1,36 @@
+# Every target builds what it needs in .venv from nothing but python3.
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench soak clean
+
+$(VENV)/.stamp-base: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip setuptools wheel
+	$(VPY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.stamp-test: $(VENV)/.stamp-base
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.stamp-bench: $(VENV)/.stamp-test
+	$(VPY) -m pip install -q -e '.[bench]'
+	touch $@
+
+demo: $(VENV)/.stamp-base
+	$(VPY) examples/demo.py
+
+test: $(VENV)/.stamp-test
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.stamp-bench
+	$(VPY) -m pytest -m bench -p no:cacheprovider $(PYTEST_ARGS) benchmarks
+
+soak: $(VENV)/.stamp-test
+	$(VPY) -m pytest -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

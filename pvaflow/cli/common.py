@@ -1,0 +1,94 @@
+"""Pieces shared by the pvaflow command-line tools.
+
+Exit codes: 0 clean run (including Ctrl-C and a ``stop`` command), 1 runtime
+failure, 2 bad input. Bad input is reported as one line on stderr:
+``<tool>: error: <what is wrong and how to fix it>``.
+"""
+
+import argparse
+import logging
+import sys
+
+from pvaflow import __version__
+from pvaflow.hpc.errors import ConfigurationError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class UsageError(Exception):
+    """Raised by :class:`ToolArgumentParser` instead of exiting."""
+
+
+class ToolArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser that reports errors as one line and never exits by itself
+    except for ``--help`` and ``--version``."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def new_parser(prog, description):
+    """Return a parser with the options every tool has (``-v/--version``)."""
+    parser = ToolArgumentParser(prog=prog, description=description, allow_abbrev=False)
+    parser.add_argument("-v", "--version", action="version", version=f"%(prog)s (pvaflow) {__version__}")
+    return parser
+
+
+def add_logging_options(parser):
+    parser.add_argument("-ll", "--log-level", dest="log_level", default=None, type=str.lower,
+                        choices=LOG_LEVELS, help="Log level (default: warning messages only).")
+    parser.add_argument("-lf", "--log-file", dest="log_file", default=None,
+                        help="Write the log to this file instead of stderr.")
+    parser.add_argument("-dc", "--disable-curses", dest="disable_curses", action="store_true",
+                        help="Accepted for compatibility: pvaflow never takes over the screen; "
+                             "reports are plain text lines.")
+
+
+def setup_logging(log_level, log_file):
+    """Attach the one handler of the process (only CLIs do this)."""
+    level = getattr(logging, (log_level or "warning").upper())
+    handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("pvaflow")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def positive(kind=float, allow_zero=True):
+    """argparse type: a number >= 0 (or > 0), with a clear message."""
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a valid {kind.__name__}") from None
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise argparse.ArgumentTypeError(f"'{text}' must be {bound}")
+        return value
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def print_error(prog, message):
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+
+
+def run_tool(prog, parser, argv, body):
+    """Parse ``argv`` and call ``body(args) -> int``; map errors to exit codes."""
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print_error(prog, f"{exc} (see '{prog} --help')")
+        return EXIT_BAD_INPUT
+    try:
+        return body(args)
+    except ConfigurationError as exc:
+        print_error(prog, str(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -1,0 +1,48 @@
+"""Packaging for pvaflow."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "pvaflow" / "__init__.py").read_text()).group(1)
+
+EXTRAS = {
+    "hdf5": ["h5py>=3.8"],
+    "files": ["pillow>=9"],
+    "crypto": ["pycryptodome>=3.18", "rsa>=4.9"],
+    "ssnet": ["torch>=2.1"],
+}
+EXTRAS["test"] = [
+    "pytest>=7",
+    "pytest-timeout>=2.1",
+    "p4p>=4.1",
+    "psutil>=5.9",
+] + EXTRAS["hdf5"]
+EXTRAS["bench"] = EXTRAS["test"] + ["matplotlib>=3.6"]
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "ssnet" for req in reqs}
+                       | set(EXTRAS["ssnet"]))
+
+setup(
+    name="pvaflow",
+    version=VERSION,
+    description="Stream EPICS PV Access area-detector data through fleets of processing consumers",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pvaflow", "pvaflow.*"]),
+    package_data={"pvaflow": ["py.typed"]},
+    install_requires=["pvapy>=5.4", "numpy>=1.22"],
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "pvapy-hpc-consumer = pvaflow.cli.consumer:main",
+            "pvapy-ad-sim-server = pvaflow.cli.sim_server:main",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Physics",
+    ],
+)
