@@ -1,0 +1,186 @@
+"""Exact frame accounting from object ids, and latency recording.
+
+:class:`FrameAccounting` decides, for every update that arrives, whether it is
+a frame to process and what the id sequence says about frames that never
+came: ``missed`` counts ids that were meant for this consumer but were never
+received (gaps), never overrun events. A source restart (ids going back) is
+counted as an id reset, not as loss; a repeated id is a duplicate and is not
+processed twice.
+
+Which ids are meant for a consumer is described by :class:`IdSchedule`: a
+consumer alone on a channel gets every id; a consumer behind the distributor
+gets ``updates`` consecutive ids out of every ``period`` ids.
+"""
+
+import threading
+
+import numpy as np
+
+
+class IdSchedule:
+    """Which object ids belong to one consumer.
+
+    The consumer receives blocks of ``updates`` consecutive ids, one block
+    every ``period`` ids (``period >= updates``). ``period == updates == 1``
+    means every id. The position of the blocks is learned from the ids seen.
+    """
+
+    def __init__(self, updates=1, period=1):
+        if updates < 1 or period < updates:
+            raise ValueError(f"invalid id schedule: updates={updates}, period={period}")
+        self.updates = updates
+        self.period = period
+        self._phase = None  # id % period of the first id of a block
+
+    @classmethod
+    def from_offset(cls, offset, updates=1):
+        """Build from pvapy's object id offset: the id step after a block."""
+        offset = max(int(offset), 1)
+        return cls(updates, offset + updates - 1)
+
+    @property
+    def every_id(self):
+        return self.period == 1
+
+    def learn(self, previous, current):
+        """Learn the block phase from a jump ``previous -> current`` (no loss assumed)."""
+        if self.updates == 1:
+            return
+        if current - previous != 1:
+            self._phase = current % self.period
+
+    def _mine_up_to(self, x):
+        """Number of ids <= x that belong to this consumer (relative count)."""
+        base = x - self._phase
+        full, rest = divmod(base, self.period)
+        return full * self.updates + min(rest + 1, self.updates)
+
+    def count_between(self, previous, current):
+        """Ids meant for this consumer strictly between ``previous`` and ``current``."""
+        gap = current - previous - 1
+        if gap <= 0:
+            return 0
+        if self.updates == 1:
+            return gap // self.period if self.period > 1 else gap
+        if self._phase is None:
+            # Block position unknown yet: count whole periods only.
+            return (gap // self.period) * self.updates
+        return max(self._mine_up_to(current - 1) - self._mine_up_to(previous), 0)
+
+
+class FrameAccounting:
+    """Counts what arrived, what was skipped and what the id gaps say was lost.
+
+    ``admit(uid)`` is called once per update, on the receiving thread; it
+    returns True when the update is a frame to hand to the processor.
+    """
+
+    def __init__(self, schedule=None, skip_initial=1):
+        self.schedule = schedule or IdSchedule()
+        self.skip_initial = max(int(skip_initial), 0)
+        self._to_skip = self.skip_initial
+        self.last_id = None
+        self.first_id = None
+        self.reset()
+
+    def reset(self):
+        """Zero the counters; keep the id position so later gaps stay exact."""
+        self.received = 0
+        self.admitted = 0
+        self.skipped = 0
+        self.empty = 0
+        self.duplicates = 0
+        self.missed = 0
+        self.id_resets = 0
+        self.reconnects = 0
+        self.first_id = self.last_id
+
+    def expect_initial_update(self):
+        """A (re)connection: the next updates are the record's current value."""
+        self._to_skip = self.skip_initial
+        self.reconnects += 1
+
+    def admit(self, uid):
+        self.received += 1
+        if self._to_skip:
+            self._to_skip -= 1
+            self.skipped += 1
+            return False
+        last = self.last_id
+        self.last_id = uid
+        if last is None:
+            self.first_id = uid
+        elif uid > last + 1:
+            schedule = self.schedule
+            self.missed += schedule.count_between(last, uid)
+            schedule.learn(last, uid)
+        elif uid == last:
+            self.duplicates += 1
+            return False
+        elif uid < last:
+            self.id_resets += 1
+        self.admitted += 1
+        return True
+
+    def count_empty(self):
+        self.received += 1
+        self.empty += 1
+
+    def as_dict(self):
+        return {
+            "nReceived": self.received,
+            "nSkipped": self.skipped,
+            "nEmpty": self.empty,
+            "nDuplicates": self.duplicates,
+            "nMissed": self.missed,
+            "nIdResets": self.id_resets,
+            "nReconnects": self.reconnects,
+            "firstId": self.first_id if self.first_id is not None else -1,
+            "lastId": self.last_id if self.last_id is not None else -1,
+        }
+
+
+class LatencyRecorder:
+    """Latencies (seconds) in a fixed ring buffer; percentiles on demand.
+
+    Recording is one array store; nothing is allocated per frame.
+    Percentiles cover the samples since the last :meth:`take_period` call
+    (at most ``capacity`` of them); the maximum covers the whole run.
+    """
+
+    def __init__(self, capacity=1 << 16):
+        self._buffer = np.zeros(capacity, dtype=np.float64)
+        self._mask = capacity - 1
+        if capacity & self._mask:
+            raise ValueError("capacity must be a power of two")
+        self._count = 0
+        self._period_start = 0
+        self.maximum = 0.0
+        self._last = (0.0, 0.0)
+        self._lock = threading.Lock()
+
+    def record(self, latency):
+        self._buffer[self._count & self._mask] = latency
+        self._count += 1
+        if latency > self.maximum:
+            self.maximum = latency
+
+    def reset(self):
+        self._period_start = self._count
+        self.maximum = 0.0
+        self._last = (0.0, 0.0)
+
+    def take_period(self):
+        """Return (p50, p99) in seconds over the samples since the last call."""
+        with self._lock:
+            end = self._count
+            n = min(end - self._period_start, self._mask + 1)
+            self._period_start = end
+        if n <= 0:
+            return self._last
+        start = end - n
+        idx = np.arange(start, end) & self._mask
+        samples = self._buffer[idx]
+        p50, p99 = np.percentile(samples, (50, 99))
+        self._last = (float(p50), float(p99))
+        return self._last

@@ -1,0 +1,371 @@
+"""One consumer: input monitor -> processor -> output, with status and control.
+
+Threads:
+
+* the monitor thread of pvaccess runs :meth:`Consumer._receive` for each
+  update: id accounting, then either processing right there (no receiver
+  queue) or a non-blocking put into the :class:`FrameQueue`;
+* with a receiver queue, one worker thread drains it through the processor;
+* the owner's thread (:meth:`Consumer.run`) carries out control commands,
+  publishes status, prints reports and finally stops everything in order:
+  stop receiving, drain what was received, ``processor.stop()``, final
+  status and report.
+
+Nothing on the per-frame path logs, builds dicts or allocates beyond what
+pvaccess hands us.
+"""
+
+import logging
+import math
+import queue
+import threading
+import time
+
+import pvaccess as pva
+
+from . import loader
+from .accounting import FrameAccounting, IdSchedule, LatencyRecorder
+from .consumer_config import ConsumerConfig
+from .control import ControlChannel
+from .frame_queue import FrameQueue
+from .publisher import ServerPublisher
+from .receiver import MonitorReceiver, build_request
+from .stats_report import StatsReporter
+from .status import fill_status, status_record_type
+
+log = logging.getLogger(__name__)
+
+_STOP = object()  # wakes the owner's loop on a signal
+
+
+class Consumer:
+    """A single consumer process's engine. See the module docstring."""
+
+    kind = "consumer"
+    id_field = "consumerId"
+
+    def __init__(self, config: ConsumerConfig):
+        self.config = config
+        cid = config.consumer_id
+        self.input_channel = config.resolved("input_channel", "input")
+        self.output_channel = config.resolved("output_channel", "output")
+        self.status_channel = config.resolved("status_channel", "status")
+        self.control_channel = config.resolved("control_channel", "control")
+        cls = loader.load_processor_class(config.processor_file, config.processor_class)
+        self.processor = loader.create_processor(cls, self._processor_config())
+        self._attach_processor(cid)
+        schedule = IdSchedule.from_offset(config.effective_oid_offset(), config.distributor_updates or 1)
+        self.accounting = FrameAccounting(schedule, config.skip_initial_updates)
+        self.latency = LatencyRecorder()
+        self.queue = FrameQueue(config.receiver_queue_size) if config.receiver_queue_size >= 0 else None
+        self.commands = queue.SimpleQueue()
+        self.state = "created"
+        self.n_processed = 0
+        self.n_errors = 0
+        self.process_seconds = 0.0
+        self.last_error = ""
+        self._errors_reported = 0
+        self._lock = threading.Lock()  # process() vs configure()/resetStats()
+        self._first = True
+        self._check_empty = False
+        self._get_id = None
+        self._has_timestamp = True
+        self._stop_requested = False
+        self._exit_code = 0
+        self._worker = None
+        self.server = None
+        self.receiver = None
+        self.control = None
+        self.status_record = None
+        self.reporter = StatsReporter(self, config)
+
+    # set-up -----------------------------------------------------------------
+    def _processor_config(self):
+        c = self.config
+        conf = dict(c.processor_args)
+        conf.update({
+            "processorId": c.consumer_id, "inputChannel": self.input_channel,
+            "inputMode": c.input_mode, "inputArgs": None, "outputChannel": self.output_channel,
+            "outputMode": "pvas", "outputArgs": None, "objectIdField": c.oid_field,
+            "skipInitialUpdates": c.skip_initial_updates, "objectIdOffset": c.effective_oid_offset(),
+            "nSequentialUpdates": c.distributor_updates or 1, "fieldRequest": c.field_request,
+        })
+        return conf
+
+    def _attach_processor(self, cid):
+        p = self.processor
+        p.processorId = cid
+        p.inputChannel = self.input_channel
+        p.outputChannel = self.output_channel
+        p.objectIdField = self.config.oid_field
+        if getattr(p, "metadataQueueMap", None) is None:
+            p.metadataQueueMap = {}
+        if not hasattr(p, "logger"):
+            p.logger = logging.getLogger(f"pvaflow.processor.{type(p).__name__}")
+
+    def start(self):
+        """Serve our records, start the processor, then start receiving."""
+        self.server = pva.PvaServer()
+        self.publisher = ServerPublisher(self.server, self.output_channel) if self.output_channel else None
+        self.processor.pvaServer = self.server
+        self.processor.dataPublisher = self.publisher
+        if self.status_channel:
+            self._user_keys = list((self._call_user("getStatsPvaTypes") or {}).keys())
+            types = status_record_type(self.id_field, self._call_user("getStatsPvaTypes"))
+            self.status_record = pva.PvObject(types, {self.id_field: self.config.consumer_id,
+                                                      "channel": self.input_channel})
+            self.server.addRecord(self.status_channel, self.status_record, None)
+        if self.control_channel:
+            self.control = ControlChannel(self.server, self.control_channel, self.id_field,
+                                          self.config.consumer_id, self.commands)
+        log.warning("records served without access control (status%s%s)",
+                    ", control" if self.control else "", ", output" if self.publisher else "")
+        self.started_at = time.time()
+        self.reporter.begin(self.started_at)
+        if self._call_user("start", report=True) is _FAILED:
+            self.last_error = "processor start() failed: " + self.last_error
+        if self.queue is not None:
+            self._worker = threading.Thread(target=self._work, name="pvaflow-worker", daemon=True)
+            self._worker.start()
+        request = build_request(self.config.server_queue_size, self.config.field_request,
+                                self.config.oid_field, self.config.distributor_request())
+        self.receiver = MonitorReceiver(self.input_channel, request, self._receive,
+                                        self.accounting.expect_initial_update, self.config.input_mode)
+        self.receiver.start()
+        self.state = "running"
+        log.info("consuming %s with request %s", self.input_channel, request)
+
+    def _call_user(self, method, *args, report=False):
+        """Call a processor method outside the per-frame path, surviving errors."""
+        try:
+            with self._lock:
+                return getattr(self.processor, method)(*args)
+        except Exception as exc:
+            self.last_error = f"{method}(): {type(exc).__name__}: {exc}"
+            log.error("processor %s() raised", method, exc_info=True)
+            return _FAILED
+
+    # per-frame path ----------------------------------------------------------
+    def _first_update(self, pv):
+        """Learn the input structure once: id getter, empty check, output record."""
+        types = pv.getIntrospectionDict()
+        field = self.config.oid_field
+        node = types
+        for part in field.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        getter = _GETTERS.get(node)
+        self._get_id = getattr(pva.PvObject, getter) if getter else _generic_getter(field)
+        self._check_empty = isinstance(types.get("value"), tuple)
+        self._has_timestamp = isinstance(types.get("timeStamp"), dict)
+        self._first = False
+
+    def _receive(self, pv):
+        if self._first:
+            self._first_update(pv)
+        if self._check_empty and not pv.getSelectedUnionFieldName("value"):
+            self.accounting.count_empty()
+            return
+        if not self.accounting.admit(self._get_id(pv, self.config.oid_field)):
+            return
+        q = self.queue
+        if q is None:
+            self._process(pv)
+        else:
+            q.put(pv)
+
+    def _process(self, pv):
+        if self.publisher is not None and not self.publisher._created:
+            self._create_output(pv)
+        with self._lock:
+            t0 = time.perf_counter()
+            try:
+                self.processor.process(pv)
+                self.n_processed += 1
+            except Exception as exc:
+                self._count_error(exc)
+            t1 = time.perf_counter()
+        self.process_seconds += t1 - t0
+        if self._has_timestamp:
+            seconds = pv.getLong("timeStamp.secondsPastEpoch")
+            if seconds:
+                self.latency.record(time.time() - seconds - pv.getInt("timeStamp.nanoseconds") * 1e-9)
+
+    def _count_error(self, exc):
+        self.n_errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.n_errors == 1:
+            log.error("processor raised on a frame (later errors are summarised)", exc_info=True)
+
+    def _create_output(self, pv):
+        try:
+            type_object = self.processor.getOutputPvObjectType(pv)
+        except Exception as exc:
+            self._count_error(exc)
+            type_object = None
+        if type_object is not None:
+            self.publisher.create_record(type_object)
+        else:
+            self.publisher._created = True  # the processor publishes nothing
+
+    def _work(self):
+        """Worker thread: drain the receiver queue through the processor."""
+        q = self.queue
+        accumulate = self.config.accumulate_objects
+        timeout = self.config.accumulation_timeout
+        waiting_since = None
+        while True:
+            if accumulate > 0 and self.state == "running":
+                depth = len(q)
+                if depth < accumulate:
+                    now = time.monotonic()
+                    if depth == 0:
+                        waiting_since = None
+                    elif waiting_since is None:
+                        waiting_since = now
+                    if waiting_since is None or now - waiting_since < timeout:
+                        time.sleep(0.002)
+                        continue
+                waiting_since = None
+                for _ in range(depth):
+                    self._process(q.get_nowait())
+                continue
+            pv = q.get(0.2)
+            if pv is None:
+                if self.state != "running" and not len(q):
+                    return
+                continue
+            self._process(pv)
+
+    # owner's loop ------------------------------------------------------------
+    def request_stop(self, *_):
+        """Ask the owner's loop to stop (safe from signal handlers)."""
+        self._stop_requested = True
+        self.commands.put(_STOP)
+
+    def run(self):
+        """Run until runtime, ``stop`` or a signal; return the exit code."""
+        self.start()
+        c = self.config
+        period = c.report_period if c.report_period > 0 else c.status_period
+        deadline = self.started_at + c.runtime if c.runtime > 0 else math.inf
+        next_tick = time.time() + period
+        while not self._stop_requested:
+            now = time.time()
+            if now >= deadline:
+                break
+            timeout = max(min(next_tick, deadline) - now, 0.0)
+            try:
+                request = self.commands.get(timeout=min(timeout, 0.5))
+            except queue.Empty:
+                request = None
+            if request is not None and request is not _STOP:
+                self._execute(request)
+            if time.time() >= next_tick:
+                next_tick += period
+                self._tick(report=c.report_period > 0)
+        return self.shutdown()
+
+    def shutdown(self):
+        """Stop receiving, drain, stop the processor, publish the final status."""
+        self.state = "stopping"
+        if self.receiver is not None:
+            self.receiver.stop()
+        if self._worker is not None:
+            self.queue.wake()
+            self._worker.join()
+        if self._call_user("stop") is _FAILED:
+            self.last_error = "processor stop() failed: " + self.last_error
+        self.state = "stopped"
+        stats = self._tick(report=False)
+        self.reporter.final(stats)
+        time.sleep(0.1)  # let monitors of the status record see the final value
+        if self.server is not None:
+            self.server.stop()
+        return self._exit_code
+
+    def _tick(self, report):
+        stats = self.stats()
+        if self.status_record is not None:
+            fill_status(self.status_record, stats, self._user_keys)
+            self.server.update(self.status_channel, self.status_record)
+        if self.n_errors > self._errors_reported + 1 or (self.n_errors > 1 and self._errors_reported == 0):
+            log.error("%d processor errors so far; last: %s", self.n_errors, self.last_error)
+        self._errors_reported = self.n_errors
+        self.reporter.periodic(stats, print_it=report)
+        return stats
+
+    def _execute(self, request):
+        command = request.command
+        ok, message, result = True, "", ""
+        if command == "stop":
+            self._stop_requested = True
+            message = "stopping: draining received frames"
+        elif command == "reset_stats":
+            self.reset_stats()
+            message = "statistics reset"
+        elif command == "get_stats":
+            stats = self._tick(report=False)
+            result = self.reporter.to_json(stats)
+            message = "statistics published"
+        elif command == "configure":
+            ok, message = self.configure(request.args)
+        if self.control is not None:
+            self.control.reply(request, ok, message, result)
+
+    def configure(self, config_dict):
+        """Apply framework keys, pass the rest to the processor's configure()."""
+        system = {}
+        for key in ("receiverQueueSize", "skipInitialUpdates", "objectIdOffset"):
+            if key in config_dict:
+                system[key] = config_dict[key]
+        try:
+            if "receiverQueueSize" in system:
+                if self.queue is None:
+                    raise ValueError("receiverQueueSize can change only when started with -rqs >= 0")
+                self.queue.max_length = max(int(system["receiverQueueSize"]), 0)
+            if "skipInitialUpdates" in system:
+                self.accounting.skip_initial = max(int(system["skipInitialUpdates"]), 0)
+            if "objectIdOffset" in system:
+                updates = self.accounting.schedule.updates
+                self.accounting.schedule = IdSchedule.from_offset(int(system["objectIdOffset"]), updates)
+        except (TypeError, ValueError) as exc:
+            return False, f"configure failed: {exc}"
+        if self._call_user("configure", config_dict) is _FAILED:
+            return False, f"configure failed: {self.last_error}"
+        return True, "configuration applied"
+
+    def reset_stats(self):
+        with self._lock:
+            self.accounting.reset()
+            self.n_processed = 0
+            self.n_errors = 0
+            self._errors_reported = 0
+            self.process_seconds = 0.0
+            self.last_error = ""
+            self.latency.reset()
+            if self.queue is not None:
+                self.queue.reset_stats()
+            if self.publisher is not None:
+                self.publisher.reset_stats()
+            if self.receiver is not None:
+                self.receiver.reset_stats()
+            self.reporter.begin(time.time())
+        self._call_user("resetStats")
+
+    def stats(self):
+        """The nested statistics dict (also the status record's content)."""
+        return self.reporter.collect()
+
+
+_FAILED = object()
+
+_GETTERS = {
+    pva.INT: "getInt", pva.UINT: "getUInt", pva.LONG: "getLong", pva.ULONG: "getULong",
+    pva.SHORT: "getShort", pva.USHORT: "getUShort", pva.BYTE: "getByte", pva.UBYTE: "getUByte",
+}
+
+
+def _generic_getter(field):
+    def get(pv, _field):
+        return int(pv[field])
+    return get

@@ -1,0 +1,90 @@
+"""Settings of one consumer, as the command line (or a caller) gives them."""
+
+import dataclasses
+
+from .errors import ConfigurationError
+from .naming import resolve_channel
+
+STATS_SECTIONS = ("receiver", "queue", "processor", "publisher", "user")
+
+
+@dataclasses.dataclass
+class ConsumerConfig:
+    input_channel: str
+    input_mode: str = "pva"
+    output_channel: str = None
+    status_channel: str = None
+    control_channel: str = None
+    id_format_spec: str = None
+    processor_file: str = None
+    processor_class: str = None
+    processor_args: dict = dataclasses.field(default_factory=dict)
+    oid_field: str = "uniqueId"
+    oid_offset: int = 0
+    field_request: str = ""
+    skip_initial_updates: int = 1
+    server_queue_size: int = 0
+    receiver_queue_size: int = -1
+    accumulate_objects: int = -1
+    accumulation_timeout: float = 1.0
+    consumer_id: int = 1
+    n_consumers: int = 1
+    runtime: float = 0.0
+    report_period: float = 0.0
+    status_period: float = 1.0
+    report_stats: tuple = STATS_SECTIONS
+    stats_file: str = None
+    distributor_plugin: str = "pydistributor"
+    distributor_group: str = None
+    distributor_set: str = None
+    distributor_trigger: str = None
+    distributor_updates: int = None
+    n_distributor_sets: int = 1
+
+    def __post_init__(self):
+        if self.input_mode not in ("pva", "ca"):
+            raise ConfigurationError(
+                f"input mode '{self.input_mode}' is not available; use 'pva' or 'ca'")
+        unknown = set(self.report_stats) - set(STATS_SECTIONS)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown statistics section(s) {', '.join(sorted(unknown))}; use any of "
+                + ", ".join(STATS_SECTIONS + ("all",)))
+        if self.distributor_updates is not None and self.distributor_updates < 1:
+            raise ConfigurationError("--distributor-updates must be >= 1")
+        for name in ("input_channel", "output_channel", "status_channel", "control_channel"):
+            self.resolved(name, name.split("_")[0])  # validate now
+
+    def resolved(self, attribute, role):
+        """The channel name for ``attribute`` with ``*``/``_`` applied."""
+        return resolve_channel(getattr(self, attribute), role, "consumer", self.consumer_id,
+                               self.id_format_spec, what=attribute.replace("_", " "))
+
+    def uses_distributor(self):
+        return any(v is not None for v in (self.distributor_group, self.distributor_set,
+                                           self.distributor_trigger, self.distributor_updates))
+
+    def effective_oid_offset(self):
+        """The id step after a block of ids (pvapy's object id offset)."""
+        if self.oid_offset > 0:
+            return self.oid_offset
+        if not self.uses_distributor():
+            return 1
+        updates = self.distributor_updates or 1
+        peers = self.n_distributor_sets if self.distributor_set is not None else self.n_consumers
+        return (max(peers, 1) - 1) * updates + 1
+
+    def distributor_request(self):
+        """The distributor part of the pvRequest, or None."""
+        if not self.uses_distributor():
+            return None
+        parts = []
+        if self.distributor_group is not None:
+            parts.append(f"group:{self.distributor_group}")
+        if self.distributor_set is not None:
+            parts.append(f"set:{self.distributor_set}")
+        if self.distributor_trigger is not None:
+            parts.append(f"trigger:{self.distributor_trigger}")
+        if self.distributor_updates is not None:
+            parts.append(f"updates:{self.distributor_updates}")
+        return f"{self.distributor_plugin}=" + ";".join(parts)

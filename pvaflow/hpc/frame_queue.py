@@ -1,0 +1,76 @@
+"""A bounded hand-off queue between the receiving and the processing thread.
+
+Putting never blocks: a full queue rejects the object and counts it.
+Appending and popping are deque operations; the consumer is woken through a
+condition only when it is actually asleep, so a busy stream costs no locking.
+"""
+
+import collections
+import threading
+
+
+class FrameQueue:
+    def __init__(self, max_length=0):
+        self.max_length = max(int(max_length), 0)  # 0: unbounded
+        self._items = collections.deque()
+        self._wakeup = threading.Condition(threading.Lock())
+        self._sleeping = False
+        self.n_queued = 0
+        self.n_rejected = 0
+        self.peak = 0
+
+    def __len__(self):
+        return len(self._items)
+
+    def put(self, item):
+        """Queue ``item``; return False (and count it) when the queue is full."""
+        items = self._items
+        depth = len(items)
+        if self.max_length and depth >= self.max_length:
+            self.n_rejected += 1
+            return False
+        items.append(item)
+        self.n_queued += 1
+        if depth >= self.peak:
+            self.peak = depth + 1
+        if self._sleeping:
+            with self._wakeup:
+                self._wakeup.notify()
+        return True
+
+    def get(self, timeout):
+        """Oldest item, or None when nothing arrives within ``timeout`` seconds."""
+        try:
+            return self._items.popleft()
+        except IndexError:
+            pass
+        with self._wakeup:
+            self._sleeping = True
+            try:
+                if not self._items:
+                    self._wakeup.wait(timeout)
+            finally:
+                self._sleeping = False
+        try:
+            return self._items.popleft()
+        except IndexError:
+            return None
+
+    def get_nowait(self):
+        try:
+            return self._items.popleft()
+        except IndexError:
+            return None
+
+    def wake(self):
+        with self._wakeup:
+            self._wakeup.notify_all()
+
+    def reset_stats(self):
+        self.n_queued = 0
+        self.n_rejected = 0
+        self.peak = len(self._items)
+
+    def stats(self):
+        return {"maxLength": self.max_length, "nQueued": self.n_queued, "peak": self.peak,
+                "nRejected": self.n_rejected}

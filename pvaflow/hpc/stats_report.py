@@ -1,0 +1,119 @@
+"""Statistics of a consumer: collection, text reports and the stats file.
+
+Reports are plain text lines (never screen control codes); ``--stats-file``
+gets one JSON object per report for machines.
+"""
+
+import json
+import sys
+import time
+
+
+class StatsReporter:
+    def __init__(self, consumer, config):
+        self.consumer = consumer
+        self.config = config
+        self.sections = set(config.report_stats)
+        self._stats_file = open(config.stats_file, "a") if config.stats_file else None
+        self.begin(time.time())
+
+    def begin(self, t):
+        self.t0 = t
+        self._last = (t, 0, 0)
+
+    # collection ------------------------------------------------------------
+    def collect(self):
+        c = self.consumer
+        now = time.time()
+        elapsed = max(now - self.t0, 1e-9)
+        acc = c.accounting
+        received, processed = acc.received, c.n_processed
+        last_t, last_received, last_processed = self._last
+        span = max(now - last_t, 1e-9)
+        self._last = (now, received, processed)
+        receiver = acc.as_dict()
+        q = c.queue
+        receiver["nRejected"] = q.n_rejected if q is not None else 0
+        receiver["nOverruns"] = c.receiver.overruns() if c.receiver is not None else 0
+        receiver["receivedRate"] = received / elapsed
+        receiver["periodReceivedRate"] = (received - last_received) / span
+        receiver["missedRate"] = acc.missed / elapsed
+        p50, p99 = c.latency.take_period()
+        processor = {
+            "nProcessed": processed, "nErrors": c.n_errors,
+            "processedRate": processed / elapsed,
+            "periodProcessedRate": (processed - last_processed) / span,
+            "meanProcessUs": 1e6 * c.process_seconds / processed if processed else 0.0,
+            "latencyP50Ms": 1e3 * p50, "latencyP99Ms": 1e3 * p99,
+            "latencyMaxMs": 1e3 * c.latency.maximum, "lastError": c.last_error[:500],
+        }
+        publisher = {"nPublished": 0, "nErrors": 0, "publishedRate": 0.0}
+        if c.publisher is not None:
+            publisher.update(c.publisher.stats())
+            publisher["publishedRate"] = publisher["nPublished"] / elapsed
+        user = c._call_user("getStats") if "user" in self.sections else {}
+        return {
+            c.id_field: c.config.consumer_id, "channel": c.input_channel or "", "state": c.state,
+            "runtime": elapsed, "statusTime": now,
+            "receiverStats": receiver,
+            "queueStats": q.stats() if q is not None else {"maxLength": -1, "nQueued": 0, "peak": 0,
+                                                           "nRejected": 0},
+            "processorStats": processor, "publisherStats": publisher,
+            "userStats": user if isinstance(user, dict) else {},
+        }
+
+    # output ----------------------------------------------------------------
+    def format(self, stats, final=False):
+        c = self.consumer
+        r, p, q, pub = (stats["receiverStats"], stats["processorStats"], stats["queueStats"],
+                        stats["publisherStats"])
+        head = f"[{c.kind} {stats[c.id_field]}] {'FINAL ' if final else ''}{stats['runtime']:.1f} s {stats['state']}"
+        lines = [head]
+        if "receiver" in self.sections:
+            lines.append(
+                f"  received {r['nReceived']} ({r['receivedRate']:.1f}/s, last {r['periodReceivedRate']:.1f}/s)"
+                f" missed {r['nMissed']} rejected {r['nRejected']} skipped {r['nSkipped']}"
+                f" duplicates {r['nDuplicates']} empty {r['nEmpty']} id-resets {r['nIdResets']}"
+                f" reconnects {r['nReconnects']} overruns {r['nOverruns']} ids {r['firstId']}..{r['lastId']}")
+        if "processor" in self.sections:
+            lines.append(
+                f"  processed {p['nProcessed']} ({p['processedRate']:.1f}/s, last {p['periodProcessedRate']:.1f}/s)"
+                f" errors {p['nErrors']} process {p['meanProcessUs']:.1f} us/frame"
+                f" latency p50 {p['latencyP50Ms']:.2f} ms p99 {p['latencyP99Ms']:.2f} ms"
+                f" max {p['latencyMaxMs']:.2f} ms")
+            if p["lastError"]:
+                lines.append(f"  last error: {p['lastError']}")
+        if "queue" in self.sections and q["maxLength"] >= 0:
+            size = q["maxLength"] or "unbounded"
+            lines.append(f"  queue {len(c.queue)}/{size} peak {q['peak']} queued {q['nQueued']}"
+                         f" rejected {q['nRejected']}")
+        if "publisher" in self.sections and c.publisher is not None:
+            lines.append(f"  published {pub['nPublished']} ({pub['publishedRate']:.1f}/s)"
+                         f" errors {pub['nErrors']}")
+        if "user" in self.sections and stats["userStats"]:
+            lines.append("  user " + " ".join(f"{k}={_short(v)}" for k, v in stats["userStats"].items()))
+        return "\n".join(lines)
+
+    def to_json(self, stats):
+        return json.dumps(stats, default=str, separators=(",", ":"))
+
+    def _write(self, stats, final):
+        if self._stats_file is not None:
+            self._stats_file.write(self.to_json(dict(stats, final=final)) + "\n")
+            self._stats_file.flush()
+
+    def periodic(self, stats, print_it):
+        if print_it:
+            print(self.format(stats), flush=True, file=sys.stdout)
+            self._write(stats, False)
+
+    def final(self, stats):
+        print(self.format(stats, final=True), flush=True, file=sys.stdout)
+        self._write(stats, True)
+        if self._stats_file is not None:
+            self._stats_file.close()
+            self._stats_file = None
+
+
+def _short(value):
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
