@@ -157,6 +157,8 @@ class Consumer:
         self._get_id = getattr(pva.PvObject, getter) if getter else _generic_getter(field)
         self._check_empty = isinstance(types.get("value"), tuple)
         self._has_timestamp = isinstance(types.get("timeStamp"), dict)
+        if self.publisher is not None:
+            self._create_output(pv)  # the initial value already has the input structure
         self._first = False
 
     def _receive(self, pv):
@@ -174,8 +176,6 @@ class Consumer:
             q.put(pv)
 
     def _process(self, pv):
-        if self.publisher is not None and not self.publisher._created:
-            self._create_output(pv)
         with self._lock:
             t0 = time.perf_counter()
             try:

@@ -1,0 +1,53 @@
+"""Processors that misbehave on purpose, for the error-accounting tests."""
+
+import time
+
+import pvaccess as pva
+
+from pvaflow.hpc import UserDataProcessor
+
+
+class RaiseEveryTenth(UserDataProcessor):
+    """Raises on every frame whose uniqueId is a multiple of 10."""
+
+    def process(self, pvObject):
+        if pvObject.getInt("uniqueId") % 10 == 0:
+            raise RuntimeError(f"frame {pvObject.getInt('uniqueId')} rejected on purpose")
+        self.updateOutputChannel(pvObject)
+
+
+class ConfigureRaises(UserDataProcessor):
+    def configure(self, configDict):
+        raise ValueError("this processor refuses every configuration")
+
+
+class Slow(UserDataProcessor):
+    """Takes ``delay`` seconds per frame."""
+
+    def __init__(self, configDict=None):
+        super().__init__(configDict)
+        self.delay = float(self.configDict.get("delay", 0.01))
+
+    def process(self, pvObject):
+        time.sleep(self.delay)
+
+
+class ConstructorRaises(UserDataProcessor):
+    def __init__(self, configDict=None):
+        super().__init__(configDict)
+        raise KeyError("threshold")
+
+
+class NotAProcessor:
+    """Has no process() method."""
+
+
+class WrongOutput(UserDataProcessor):
+    """Publishes objects of a structure other than its output record's."""
+
+    def getOutputPvObjectType(self, pvObject):
+        return pva.PvObject({"x": pva.INT})
+
+    def process(self, pvObject):
+        self.updateOutputChannel(pva.PvObject({"y": pva.STRING}, {"y": "wrong"}))
+        return "not a PvObject"
