@@ -155,6 +155,7 @@ class LatencyRecorder:
             raise ValueError("capacity must be a power of two")
         self._count = 0
         self._period_start = 0
+        self._run_start = 0
         self.maximum = 0.0
         self._last = (0.0, 0.0)
         self._lock = threading.Lock()
@@ -166,9 +167,16 @@ class LatencyRecorder:
             self.maximum = latency
 
     def reset(self):
-        self._period_start = self._count
+        self._period_start = self._run_start = self._count
         self.maximum = 0.0
         self._last = (0.0, 0.0)
+
+    def recent(self):
+        """Return (p50, p99) in seconds over the last ``capacity`` samples of the run."""
+        with self._lock:
+            end = self._count
+            n = min(end - self._run_start, self._mask + 1)
+        return self._percentiles(end, n)
 
     def take_period(self):
         """Return (p50, p99) in seconds over the samples since the last call."""
@@ -176,6 +184,9 @@ class LatencyRecorder:
             end = self._count
             n = min(end - self._period_start, self._mask + 1)
             self._period_start = end
+        return self._percentiles(end, n)
+
+    def _percentiles(self, end, n):
         if n <= 0:
             return self._last
         start = end - n

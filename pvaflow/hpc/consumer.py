@@ -276,15 +276,15 @@ class Consumer:
         if self._call_user("stop") is _FAILED:
             self.last_error = "processor stop() failed: " + self.last_error
         self.state = "stopped"
-        stats = self._tick(report=False)
+        stats = self._tick(report=False, final=True)
         self.reporter.final(stats)
         time.sleep(0.1)  # let monitors of the status record see the final value
         if self.server is not None:
             self.server.stop()
         return self._exit_code
 
-    def _tick(self, report):
-        stats = self.stats()
+    def _tick(self, report, final=False):
+        stats = self.reporter.collect(final)
         if self.status_record is not None:
             fill_status(self.status_record, stats, self._user_keys)
             self.server.update(self.status_channel, self.status_record)

@@ -22,7 +22,7 @@ class StatsReporter:
         self._last = (t, 0, 0)
 
     # collection ------------------------------------------------------------
-    def collect(self):
+    def collect(self, final=False):
         c = self.consumer
         now = time.time()
         elapsed = max(now - self.t0, 1e-9)
@@ -38,7 +38,7 @@ class StatsReporter:
         receiver["receivedRate"] = received / elapsed
         receiver["periodReceivedRate"] = (received - last_received) / span
         receiver["missedRate"] = acc.missed / elapsed
-        p50, p99 = c.latency.take_period()
+        p50, p99 = c.latency.recent() if final else c.latency.take_period()
         processor = {
             "nProcessed": processed, "nErrors": c.n_errors,
             "processedRate": processed / elapsed,
