@@ -1,0 +1,173 @@
+"""``pvapy-ad-sim-server``: a simulated area detector publishing NTNDArray frames.
+
+The flags are those of pvapy's ``pvapy-ad-sim-server`` with the same short
+and long names and meanings, with these differences:
+
+* ``-rp/--report-period`` is in seconds (pvapy counts frames): a plain-text
+  rate line is printed every period, none when <= 0;
+* ``-dc/--disable-curses`` is accepted and does nothing (no curses here);
+* ``--summary-file PATH`` writes a JSON summary when publishing ends;
+* the pvapy options for CA/PVA metadata PVs, notification PVs, compressed
+  HDF5 chunks and fabio/raw-binary inputs are not provided.
+
+``-nf/--n-frames`` keeps pvapy's meaning: the number of *distinct* frames
+to generate (random mode) or to take from the input files. When it is <= 0
+the server uses all input frames, or generates ``--cache-size`` random
+frames. When there are more distinct frames than the cache holds, every
+frame is published once and the server stops after the last one; otherwise
+the cached frames are republished in a cycle until the runtime ends.
+
+Exit codes: 0 after a normal end, Ctrl-C or SIGTERM; 1 on a runtime
+failure; 2 on bad input (one ``pvapy-ad-sim-server: error: ...`` line).
+"""
+
+import logging
+import signal
+import sys
+
+from pvaflow.cli.common import (EXIT_FAILURE, EXIT_OK, add_logging_options, new_parser,
+                                positive, print_error, run_tool, setup_logging)
+from pvaflow.hpc.errors import ConfigurationError
+from pvaflow.sim.frames import DATATYPES, COLOR_MODES, FrameSet, RandomFrames, open_inputs
+
+PROG = "pvapy-ad-sim-server"
+
+log = logging.getLogger("pvaflow.cli.sim_server")
+
+
+def _integer(text):
+    """argparse type: any integer (pvapy lets -nf be <= 0)."""
+    return int(text)
+
+
+def build_parser():
+    """The argument parser of the simulator."""
+    parser = new_parser(PROG, "Simulated area detector: publishes NTNDArray frames"
+                              " (random images or frames from files) at a paced rate.")
+    add = parser.add_argument
+    add("-cn", "--channel-name", dest="channel_name", default="pvapy:image",
+        help="PVA channel to serve (default: pvapy:image).")
+    add("-if", "--input-file", dest="input_file", default=None,
+        help="Input file to stream (.npy, .npz, or HDF5 .h5/.hdf5/.hdf with -hds);"
+             " without -if/-id random frames are generated.")
+    add("-id", "--input-directory", dest="input_directory", default=None,
+        help="Directory whose .npy/.npz/.h5/.hdf5/.hdf files are streamed, in name order"
+             " (then -if, if given).")
+    add("-mm", "--mmap-mode", dest="mmap_mode", action="store_true",
+        help="Memory-map .npy input files instead of reading them at once.")
+    add("-hds", "--hdf-dataset", dest="hdf_dataset", default=None,
+        help="Dataset to stream from HDF5 input files (needed for HDF5 input).")
+    add("-fps", "--frame-rate", dest="frame_rate", type=positive(float), default=20.0,
+        help="Frames per second (default: 20); 0 publishes as fast as possible.")
+    add("-nx", "--n-x-pixels", dest="n_x_pixels", type=positive(int, allow_zero=False),
+        default=256, help="Pixels in x of random frames (default: 256).")
+    add("-ny", "--n-y-pixels", dest="n_y_pixels", type=positive(int, allow_zero=False),
+        default=256, help="Pixels in y of random frames (default: 256).")
+    add("-cm", "--color-mode", dest="color_mode", type=int, default=0,
+        choices=sorted(COLOR_MODES),
+        help="Colour mode of random frames: 0 mono [NX, NY] (default), 2 RGB1 [3, NX, NY],"
+             " 3 RGB2 [NX, 3, NY], 4 RGB3 [NX, NY, 3].")
+    add("-dt", "--datatype", dest="datatype", default="uint8", choices=DATATYPES,
+        help="Data type of random frames (default: uint8).")
+    add("-mn", "--minimum", dest="minimum", type=float, default=None,
+        help="Smallest random value (default: the smallest of the data type).")
+    add("-mx", "--maximum", dest="maximum", type=float, default=None,
+        help="Largest random value (default: the largest of the data type).")
+    add("-nf", "--n-frames", dest="n_frames", type=_integer, default=0,
+        help="Distinct frames to generate or to take from the inputs (<= 0: all input"
+             " frames, or --cache-size random frames). More than --cache-size: each is"
+             " published once and the server stops; otherwise they are republished in a cycle.")
+    add("-cs", "--cache-size", dest="cache_size", type=positive(int, allow_zero=False),
+        default=1000, help="Frames held ready to publish (default: 1000).")
+    add("-rt", "--runtime", dest="runtime", type=positive(float, allow_zero=False),
+        default=300.0, help="Publishing time in seconds, after the start delay (default: 300).")
+    add("-std", "--start-delay", dest="start_delay", type=positive(float), default=10.0,
+        help="Seconds between creating the channel and the first frame (default: 10).")
+    add("-shd", "--shutdown-delay", dest="shutdown_delay", type=positive(float), default=10.0,
+        help="Seconds the channel stays up after the last frame (default: 10);"
+             " a second Ctrl-C ends it.")
+    add("-rp", "--report-period", dest="report_period", type=float, default=1.0,
+        help="Seconds between rate reports (default: 1); <= 0 prints only the summary.")
+    add("--summary-file", dest="summary_file", default=None, metavar="PATH",
+        help="Write a JSON summary (published, first_id, last_id, elapsed_s, rate, ...)"
+             " to PATH when publishing ends.")
+    add_logging_options(parser)
+    return parser
+
+
+def make_frame_set(args):
+    """The frames to stream, from the parsed options (ConfigurationError on bad input)."""
+    if args.input_file or args.input_directory:
+        if args.color_mode:
+            log.warning("-cm/--color-mode does not apply to file input; frames are mono")
+        sources = open_inputs(args.input_file, args.input_directory,
+                              args.mmap_mode, args.hdf_dataset)
+        return FrameSet(sources, limit=args.n_frames)
+    count = args.n_frames if args.n_frames > 0 else args.cache_size
+    source = RandomFrames(count, args.n_x_pixels, args.n_y_pixels, args.datatype,
+                          args.color_mode, args.minimum, args.maximum)
+    return FrameSet([source])
+
+
+def _install_signal_handlers(server):
+    """SIGINT/SIGTERM stop publishing (a second one ends the shutdown delay)."""
+    previous = {}
+
+    def handler(signum, frame):  # pylint: disable=unused-argument
+        server.request_stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def _body(args):
+    # Imported here so that --help, --version and flag errors stay fast.
+    from pvaflow.sim.server import SimConfig, SimServer  # pylint: disable=import-outside-toplevel
+
+    setup_logging(args.log_level, args.log_file)
+    config = SimConfig(channel=args.channel_name, frame_rate=args.frame_rate,
+                       runtime=args.runtime, start_delay=args.start_delay,
+                       shutdown_delay=args.shutdown_delay, report_period=args.report_period,
+                       cache_size=args.cache_size, summary_file=args.summary_file)
+    if not config.channel:
+        raise ConfigurationError("the channel name is empty; give one with -cn/--channel-name")
+    frame_set = make_frame_set(args)
+    try:
+        server = SimServer(frame_set, config)
+    except BaseException:
+        frame_set.close()
+        raise
+    previous = _install_signal_handlers(server)
+    try:
+        server.prepare()
+        summary = server.run()
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+    if summary.get("error"):
+        print_error(PROG, f"publishing failed: {summary['error']}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _guarded_body(args):
+    try:
+        return _body(args)
+    except ConfigurationError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a runtime failure: one line, exit 1
+        log.debug("failure", exc_info=True)
+        print_error(PROG, f"{type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+
+
+def main(argv=None):
+    """Run the simulator; return the exit code."""
+    return run_tool(PROG, build_parser(), argv, _guarded_body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
