@@ -1,8 +1,11 @@
 """pvapy-hpc-consumer: receive, process and publish a stream of PV updates."""
 
+import dataclasses
 import signal
 
 from pvaflow.hpc.consumer import Consumer
+from pvaflow.hpc.fleet import Fleet, RestartPolicy
+from pvaflow.hpc.id_list import parse_id_list
 from pvaflow.hpc.consumer_config import STATS_SECTIONS, ConsumerConfig
 from pvaflow.hpc.loader import parse_json_object
 
@@ -17,6 +20,14 @@ def build_parser():
     nonneg_int, nonneg = common.positive(int), common.positive(float)
     p.add_argument("-id", "--consumer-id", dest="consumer_id", type=nonneg_int, default=1,
                    help="Consumer id, used in channel names for '*' and '_' (default: 1).")
+    p.add_argument("-nc", "--n-consumers", dest="n_consumers", type=common.positive(int, allow_zero=False),
+                   default=1, help="Number of consumers, one process each, ids from --consumer-id on.")
+    p.add_argument("-cid", "--consumer-id-list", dest="consumer_id_list", default=None,
+                   help="Consumer ids, e.g. '1,3,5', '1-4,7' or 'range(1,5)' (overrides -id/-nc).")
+    p.add_argument("--restart-limit", dest="restart_limit", type=nonneg_int, default=5,
+                   help="Restarts of a dead consumer process before it is given up (default: 5).")
+    p.add_argument("--restart-backoff", dest="restart_backoff", type=nonneg, default=1.0,
+                   help="Seconds before the first restart, doubled each time (default: 1).")
     p.add_argument("-ic", "--input-channel", dest="input_channel", required=True,
                    help="Input channel; '*' becomes the consumer id.")
     p.add_argument("-im", "--input-mode", dest="input_mode", default="pva", choices=("pva", "ca"),
@@ -103,9 +114,27 @@ def config_from_args(args):
     )
 
 
+def consumer_ids(args):
+    if args.consumer_id_list:
+        return parse_id_list(args.consumer_id_list)
+    return list(range(args.consumer_id, args.consumer_id + args.n_consumers))
+
+
 def _run(args):
     common.setup_logging(args.log_level, args.log_file)
-    consumer = Consumer(config_from_args(args))
+    config = config_from_args(args)
+    ids = consumer_ids(args)
+    if len(ids) > 1:
+        configs = [dataclasses.replace(config, consumer_id=i, n_consumers=len(ids)) for i in ids]
+        for c in configs:
+            c.__post_init__()  # channel names per id
+        fleet = Fleet(configs, RestartPolicy(args.restart_limit, args.restart_backoff),
+                      args.report_period, args.stats_file, args.log_level, args.log_file)
+        signal.signal(signal.SIGINT, fleet.request_stop)
+        signal.signal(signal.SIGTERM, fleet.request_stop)
+        return fleet.run()
+    config = dataclasses.replace(config, consumer_id=ids[0])
+    consumer = Consumer(config)
     signal.signal(signal.SIGINT, consumer.request_stop)
     signal.signal(signal.SIGTERM, consumer.request_stop)
     return consumer.run()

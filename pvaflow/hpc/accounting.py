@@ -12,6 +12,7 @@ consumer alone on a channel gets every id; a consumer behind the distributor
 gets ``updates`` consecutive ids out of every ``period`` ids.
 """
 
+import collections
 import threading
 
 import numpy as np
@@ -43,10 +44,10 @@ class IdSchedule:
         return self.period == 1
 
     def learn(self, previous, current):
-        """Learn the block phase from a jump ``previous -> current`` (no loss assumed)."""
+        """Learn the block phase: a jump of exactly the block step lands on a block start."""
         if self.updates == 1:
             return
-        if current - previous != 1:
+        if current - previous == self.period - self.updates + 1:
             self._phase = current % self.period
 
     def _mine_up_to(self, x):
@@ -67,6 +68,53 @@ class IdSchedule:
             return (gap // self.period) * self.updates
         return max(self._mine_up_to(current - 1) - self._mine_up_to(previous), 0)
 
+    def observe(self, previous, current, counted):
+        """Called for every jump with the missed count it produced; returns a
+        correction to subtract from ``missed`` (always 0 for a fixed schedule)."""
+        self.learn(previous, current)
+        return 0
+
+
+class LearnedIdSchedule(IdSchedule):
+    """An id schedule behind the distributor whose period is learned from the ids.
+
+    Consumers started by different commands (or hosts) cannot know how many
+    peers share the stream, so the id step after a block is taken from the
+    stream itself: when the last ``confirm`` block-boundary jumps are all the
+    same size, that size is the step. Until a step is known no loss is
+    counted. When the step changes (a peer joined or left), the missed
+    counts that the confirming jumps produced under the old step are
+    corrected, so a membership change is not reported as loss.
+    """
+
+    def __init__(self, updates=1, confirm=8):
+        super().__init__(updates, updates)
+        self.known = False
+        self._recent = collections.deque(maxlen=confirm)
+
+    def count_between(self, previous, current):
+        if not self.known:
+            return 0
+        return super().count_between(previous, current)
+
+    def observe(self, previous, current, counted):
+        self._recent.append((previous, current, counted))
+        self.learn(previous, current)
+        recent = self._recent
+        if len(recent) < recent.maxlen:
+            return 0
+        step = current - previous
+        if any(c - p != step for p, c, _ in recent):
+            return 0
+        period = step + self.updates - 1
+        if self.known and period == self.period:
+            return 0
+        before = sum(n for _, _, n in recent)
+        self.period, self.known = period, True
+        self._phase = current % period if self.updates > 1 else None
+        after = sum(super(LearnedIdSchedule, self).count_between(p, c) for p, c, _ in recent)
+        return before - after
+
 
 class FrameAccounting:
     """Counts what arrived, what was skipped and what the id gaps say was lost.
@@ -79,6 +127,7 @@ class FrameAccounting:
         self.schedule = schedule or IdSchedule()
         self.skip_initial = max(int(skip_initial), 0)
         self._to_skip = self.skip_initial
+        self._resuming = False
         self.last_id = None
         self.first_id = None
         self.reset()
@@ -93,7 +142,14 @@ class FrameAccounting:
         self.missed = 0
         self.id_resets = 0
         self.reconnects = 0
+        self.missed_while_down = 0
         self.first_id = self.last_id
+
+    def resume_after(self, last_id):
+        """Continue a predecessor's count (a restarted consumer): the gap between
+        ``last_id`` and the first id admitted is loss while nobody was receiving."""
+        self.last_id = last_id
+        self._resuming = True
 
     def expect_initial_update(self):
         """A (re)connection: the next updates are the record's current value."""
@@ -112,13 +168,16 @@ class FrameAccounting:
             self.first_id = uid
         elif uid > last + 1:
             schedule = self.schedule
-            self.missed += schedule.count_between(last, uid)
-            schedule.learn(last, uid)
+            counted = schedule.count_between(last, uid)
+            self.missed += counted - schedule.observe(last, uid, counted)
+            if self._resuming:
+                self.missed_while_down += counted
         elif uid == last:
             self.duplicates += 1
             return False
         elif uid < last:
             self.id_resets += 1
+        self._resuming = False
         self.admitted += 1
         return True
 
@@ -135,6 +194,7 @@ class FrameAccounting:
             "nMissed": self.missed,
             "nIdResets": self.id_resets,
             "nReconnects": self.reconnects,
+            "nMissedWhileDown": self.missed_while_down,
             "firstId": self.first_id if self.first_id is not None else -1,
             "lastId": self.last_id if self.last_id is not None else -1,
         }

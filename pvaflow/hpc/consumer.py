@@ -30,6 +30,7 @@ from .control import ControlChannel
 from .frame_queue import FrameQueue
 from .publisher import ServerPublisher
 from .receiver import MonitorReceiver, build_request
+from .shared_counters import ADMITTED, ERRORS, LAST_ID, MISSED, PROCESSED, REJECTED
 from .stats_report import StatsReporter
 from .status import fill_status, status_record_type
 
@@ -54,8 +55,9 @@ class Consumer:
         cls = loader.load_processor_class(config.processor_file, config.processor_class)
         self.processor = loader.create_processor(cls, self._processor_config())
         self._attach_processor(cid)
-        schedule = IdSchedule.from_offset(config.effective_oid_offset(), config.distributor_updates or 1)
-        self.accounting = FrameAccounting(schedule, config.skip_initial_updates)
+        self.accounting = FrameAccounting(config.id_schedule(), config.skip_initial_updates)
+        if config.resume_after_id is not None:
+            self.accounting.resume_after(config.resume_after_id)
         self.latency = LatencyRecorder()
         self.queue = FrameQueue(config.receiver_queue_size) if config.receiver_queue_size >= 0 else None
         self.commands = queue.SimpleQueue()
@@ -77,6 +79,8 @@ class Consumer:
         self.receiver = None
         self.control = None
         self.status_record = None
+        self.shared = None  # counters shared with a supervising parent (fleet.py)
+        self.stats_listener = None  # called with each stats dict (fleet.py)
         self.reporter = StatsReporter(self, config)
 
     # set-up -----------------------------------------------------------------
@@ -167,13 +171,20 @@ class Consumer:
         if self._check_empty and not pv.getSelectedUnionFieldName("value"):
             self.accounting.count_empty()
             return
-        if not self.accounting.admit(self._get_id(pv, self.config.oid_field)):
+        acc = self.accounting
+        uid = self._get_id(pv, self.config.oid_field)
+        if not acc.admit(uid):
             return
+        shared = self.shared
+        if shared is not None:  # a supervised child: keep the parent's copy exact
+            shared[ADMITTED] = acc.admitted
+            shared[LAST_ID] = uid
+            shared[MISSED] = acc.missed
         q = self.queue
         if q is None:
             self._process(pv)
-        else:
-            q.put(pv)
+        elif not q.put(pv) and shared is not None:
+            shared[REJECTED] = q.n_rejected
 
     def _process(self, pv):
         with self._lock:
@@ -184,6 +195,9 @@ class Consumer:
             except Exception as exc:
                 self._count_error(exc)
             t1 = time.perf_counter()
+            if self.shared is not None:
+                self.shared[PROCESSED] = self.n_processed
+                self.shared[ERRORS] = self.n_errors
         self.process_seconds += t1 - t0
         if self._has_timestamp:
             seconds = pv.getLong("timeStamp.secondsPastEpoch")
@@ -292,6 +306,8 @@ class Consumer:
             log.error("%d processor errors so far; last: %s", self.n_errors, self.last_error)
         self._errors_reported = self.n_errors
         self.reporter.periodic(stats, print_it=report)
+        if self.stats_listener is not None:
+            self.stats_listener(stats, final)
         return stats
 
     def _execute(self, request):

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+from .accounting import IdSchedule, LearnedIdSchedule
 from .errors import ConfigurationError
 from .naming import resolve_channel
 
@@ -40,6 +41,7 @@ class ConsumerConfig:
     distributor_trigger: str = None
     distributor_updates: int = None
     n_distributor_sets: int = 1
+    resume_after_id: int = None  # set by a supervisor restarting this consumer
 
     def __post_init__(self):
         if self.input_mode not in ("pva", "ca"):
@@ -73,6 +75,16 @@ class ConsumerConfig:
         updates = self.distributor_updates or 1
         peers = self.n_distributor_sets if self.distributor_set is not None else self.n_consumers
         return (max(peers, 1) - 1) * updates + 1
+
+    def id_schedule(self):
+        """Which ids belong to this consumer: every id, a fixed step (``-oo``), or a
+        step learned from the stream when the distributor shares it with peers."""
+        updates = self.distributor_updates or 1
+        if self.oid_offset > 0:
+            return IdSchedule.from_offset(self.oid_offset, updates)
+        if self.uses_distributor():
+            return LearnedIdSchedule(updates)
+        return IdSchedule()
 
     def distributor_request(self):
         """The distributor part of the pvRequest, or None."""

@@ -14,6 +14,7 @@ class StatsReporter:
         self.consumer = consumer
         self.config = config
         self.sections = set(config.report_stats)
+        self.print_reports = True  # a supervised child reports to its parent instead
         self._stats_file = open(config.stats_file, "a") if config.stats_file else None
         self.begin(time.time())
 
@@ -103,12 +104,13 @@ class StatsReporter:
             self._stats_file.flush()
 
     def periodic(self, stats, print_it):
-        if print_it:
+        if print_it and self.print_reports:
             print(self.format(stats), flush=True, file=sys.stdout)
             self._write(stats, False)
 
     def final(self, stats):
-        print(self.format(stats, final=True), flush=True, file=sys.stdout)
+        if self.print_reports:
+            print(self.format(stats, final=True), flush=True, file=sys.stdout)
         self._write(stats, True)
         if self._stats_file is not None:
             self._stats_file.close()

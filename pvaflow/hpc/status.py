@@ -5,7 +5,7 @@ import pvaccess as pva
 RECEIVER_TYPES = {
     "nReceived": pva.ULONG, "nSkipped": pva.ULONG, "nEmpty": pva.ULONG, "nDuplicates": pva.ULONG,
     "nMissed": pva.ULONG, "nRejected": pva.ULONG, "nOverruns": pva.ULONG, "nIdResets": pva.ULONG,
-    "nReconnects": pva.ULONG, "firstId": pva.LONG, "lastId": pva.LONG,
+    "nReconnects": pva.ULONG, "nMissedWhileDown": pva.ULONG, "firstId": pva.LONG, "lastId": pva.LONG,
     "receivedRate": pva.DOUBLE, "periodReceivedRate": pva.DOUBLE, "missedRate": pva.DOUBLE,
 }
 QUEUE_TYPES = {"maxLength": pva.LONG, "nQueued": pva.ULONG, "peak": pva.ULONG, "nRejected": pva.ULONG}

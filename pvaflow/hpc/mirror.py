@@ -1,0 +1,325 @@
+"""Mirror channels: the channel-map syntax and a wrapper of ``PvaMirrorServer``.
+
+A channel map lists one or more entries separated by commas::
+
+    (mirrorName,sourceName[,pva|ca[,queueSize[,nMonitors[,requestDescriptor]]]])
+
+The protocol defaults to ``pva``, the source queue size to 0 (no server-side
+queue). The last two fields, for the data distributor plugin of the source
+server, are accepted as pvapy accepts them: the number of source monitors
+(default 1) and their field request descriptor (default: none). Whitespace
+around fields and entries is ignored.
+
+:func:`parse_channel_map` checks the whole map before anything is served and
+raises :class:`~pvaflow.hpc.errors.ConfigurationError` with one line saying
+what is wrong at which character (counted from 1) and showing the right form.
+
+:class:`MirrorServer` serves the entries with pvaccess' C++ mirror server:
+the updates never pass through Python. Statistics are read from the
+server's per-record counters (``nReceived``, ``nOverruns``) when a report is
+made; rates are derived from them.
+"""
+
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+import pvaccess as pva
+
+from .errors import ConfigurationError
+from .naming import validate_channel
+
+PROTOCOLS = {"pva": pva.PVA, "ca": pva.CA}
+
+MAP_FORM = "(mirror,source[,pva|ca[,queueSize]]),..."
+MAP_EXAMPLE = '"(mirror:image,det:image,pva,100),(mirror:temp,det:temp,ca)"'
+
+# Counters whose names the text report spells out; others are appended as is.
+_KNOWN_COUNTERS = ("nReceived", "nOverruns")
+# Keys of a channel's statistics that are not server counters.
+_CHANNEL_FIELDS = ("source", "protocol", "queueSize", "connected", "receivedRate",
+                   "periodReceived", "periodReceivedRate")
+_QUEUE_SIZE = re.compile(r"^[+-]?\d+$")
+_MAX_FIELDS = 6
+
+
+@dataclass(frozen=True)
+class MirrorEntry:
+    """One mirror channel and the source it copies."""
+
+    mirror: str
+    source: str
+    protocol: str = "pva"
+    queue_size: int = 0
+    n_monitors: int = 1
+    request: str = ""
+
+    def describe(self):
+        """A short human description, e.g. ``m <- s (pva, queue 10)``."""
+        text = f"{self.mirror} <- {self.source} ({self.protocol}, queue {self.queue_size}"
+        if self.n_monitors != 1 or self.request:
+            text += f", {self.n_monitors} monitors, request {self.request!r}"
+        return text + ")"
+
+
+def _fail(position, message):
+    raise ConfigurationError(
+        f"invalid channel map at character {position}: {message}; use the form {MAP_FORM},"
+        f" e.g. {MAP_EXAMPLE}")
+
+
+def _skip_space(text, pos):
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def _split_fields(text, start, end):
+    """The comma-separated fields of ``text[start:end]`` as (stripped text, position)."""
+    fields = []
+    pos = start
+    while True:
+        comma = text.find(",", pos, end)
+        stop = end if comma < 0 else comma
+        raw = text[pos:stop]
+        value = raw.strip()
+        lead = len(raw) - len(raw.lstrip()) if value else 0
+        fields.append((value, pos + lead + 1))
+        if comma < 0:
+            return fields
+        pos = comma + 1
+
+
+def _integer(value, position, what, minimum):
+    if not _QUEUE_SIZE.match(value):
+        _fail(position, f"{what} {value!r} is not an integer")
+    number = int(value)
+    if number < minimum:
+        _fail(position, f"{what} {value!r} must be >= {minimum}")
+    return number
+
+
+def _entry(fields, index, open_pos):
+    """Build and check one entry from its fields."""
+    if len(fields) < 2:
+        _fail(open_pos, f"entry {index} has {len(fields)} field, it needs at least a mirror"
+                        " and a source name")
+    if len(fields) > _MAX_FIELDS:
+        _fail(fields[_MAX_FIELDS][1], f"entry {index} has {len(fields)} fields, at most"
+                                      f" {_MAX_FIELDS} are allowed")
+    names = []
+    for (value, position), what in zip(fields[:2], ("mirror", "source")):
+        if not value:
+            _fail(position, f"entry {index} has an empty {what} channel name")
+        try:
+            validate_channel(value, f"{what} channel")
+        except ConfigurationError as exc:
+            _fail(position, f"entry {index}: {exc}")
+        names.append(value)
+    if names[0] == names[1]:
+        _fail(fields[1][1], f"entry {index} mirrors {names[0]!r} onto itself")
+    protocol, queue_size, n_monitors, request = "pva", 0, 1, ""
+    if len(fields) > 2:
+        value, position = fields[2]
+        protocol = value.lower()
+        if protocol not in PROTOCOLS:
+            _fail(position, f"entry {index} has protocol {value!r}; it must be pva or ca")
+    if len(fields) > 3:
+        queue_size = _integer(*fields[3], f"entry {index} queue size", 0)
+    if len(fields) > 4:
+        n_monitors = _integer(*fields[4], f"entry {index} number of source monitors", 1)
+    if len(fields) > 5:
+        request = fields[5][0]
+    return MirrorEntry(names[0], names[1], protocol, queue_size, n_monitors, request)
+
+
+def parse_channel_map(text):
+    """Parse a channel map into a list of :class:`MirrorEntry` (no ``eval``).
+
+    Raises :class:`ConfigurationError` (one line) on the first problem found.
+    """
+    if text is None or not text.strip():
+        raise ConfigurationError(
+            f"the channel map is empty; give -cm/--channel-map {MAP_EXAMPLE}"
+            f" (form {MAP_FORM})")
+    entries, seen = [], {}
+    pos = _skip_space(text, 0)
+    while True:
+        index = len(entries) + 1
+        if text[pos] != "(":
+            _fail(pos + 1, f"expected '(' to open entry {index}, found {text[pos]!r}")
+        close = text.find(")", pos + 1)
+        nested = text.find("(", pos + 1, close if close >= 0 else len(text))
+        if nested >= 0:
+            _fail(nested + 1, f"unexpected '(' inside entry {index} (missing ')' before it?)")
+        if close < 0:
+            _fail(len(text) + 1, f"missing ')' at the end to close entry {index} opened at"
+                                 f" character {pos + 1}")
+        fields = _split_fields(text, pos + 1, close)
+        entry = _entry(fields, index, pos + 1)
+        if entry.mirror in seen:
+            _fail(fields[0][1], f"mirror channel {entry.mirror!r} of entry {index} is already"
+                           f" defined by entry {seen[entry.mirror]}")
+        seen[entry.mirror] = index
+        entries.append(entry)
+        pos = _skip_space(text, close + 1)
+        if pos == len(text):
+            return entries
+        if text[pos] != ",":
+            _fail(pos + 1, f"expected ',' or the end after entry {index}, found {text[pos]!r}")
+        pos = _skip_space(text, pos + 1)
+        if pos == len(text):
+            _fail(pos + 1, f"expected another entry after the ',' that follows entry {index}")
+
+
+class MirrorServer:
+    """Serve mirror channels and report their statistics.
+
+    :param entries: the :class:`MirrorEntry` list (from :func:`parse_channel_map`)
+    :param out: text stream for the reports (default: stdout)
+    :param stats_file: path that gets one JSON line per report, or None
+    """
+
+    def __init__(self, entries, out=None, stats_file=None):
+        self.entries = list(entries)
+        self.out = out if out is not None else sys.stdout
+        self.stats_file = stats_file
+        self._stats_stream = None
+        self._server = None
+        self._stop_requested = False
+        self._t0 = self._last_t = time.time()
+        self._last_received = {}
+
+    # life cycle ------------------------------------------------------------
+    def start(self):
+        """Create the server and its mirror records (``pvaccess`` errors propagate)."""
+        if self.stats_file:
+            try:
+                self._stats_stream = open(self.stats_file, "a", encoding="utf-8")
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot open --stats-file {self.stats_file!r}: {exc.strerror}") from None
+        self._server = pva.PvaMirrorServer()
+        for entry in self.entries:
+            self._server.addMirrorRecord(entry.mirror, entry.source, PROTOCOLS[entry.protocol],
+                                         entry.queue_size, entry.n_monitors, entry.request)
+            self._print(f"mirroring {entry.describe()}")
+        self._t0 = self._last_t = time.time()
+        self._last_received = {e.mirror: 0 for e in self.entries}
+        self._print(f"mirror server started with {len(self.entries)} channel(s)")
+
+    def request_stop(self, *_):
+        """Ask :meth:`run` to return (safe from signal handlers)."""
+        self._stop_requested = True
+
+    def stop(self):
+        """Remove the records, stop the server and close the stats file."""
+        if self._server is not None:
+            try:
+                self._server.removeAllMirrorRecords()
+            finally:
+                self._server.stop()
+                self._server = None
+        if self._stats_stream is not None:
+            self._stats_stream.close()
+            self._stats_stream = None
+
+    def run(self, runtime=0.0, report_period=0.0, tick=0.1):
+        """Serve until ``runtime`` seconds passed (<= 0: forever) or a stop request.
+
+        Prints a report every ``report_period`` seconds (<= 0: none) and a
+        final one; returns the final statistics.
+        """
+        start = time.monotonic()
+        next_report = start + report_period if report_period > 0 else None
+        while not self._stop_requested:
+            now = time.monotonic()
+            if runtime > 0 and now - start >= runtime:
+                break
+            if next_report is not None and now >= next_report:
+                self.report()
+                while next_report <= now:
+                    next_report += report_period
+            wake = [now + tick]
+            if runtime > 0:
+                wake.append(start + runtime)
+            if next_report is not None:
+                wake.append(next_report)
+            time.sleep(max(0.0, min(wake) - now))
+        return self.report(final=True)
+
+    # statistics ------------------------------------------------------------
+    def reset_counters(self):
+        """Zero the server's counters of every mirror channel."""
+        for entry in self.entries:
+            self._server.resetMirrorRecordCounters(entry.mirror)
+            self._last_received[entry.mirror] = 0
+
+    def collect(self, final=False):
+        """Statistics of every channel and their totals, as a JSON-ready dict."""
+        now = time.time()
+        elapsed = max(now - self._t0, 1e-9)
+        span = max(now - self._last_t, 1e-9)
+        channels, total_received, total_period, total_overruns = {}, 0, 0, 0
+        for entry in self.entries:
+            counters = dict(self._server.getMirrorRecordCounters(entry.mirror))
+            received = int(counters.get("nReceived", 0))
+            last = self._last_received.get(entry.mirror, 0)
+            period = received - last if received >= last else received  # counters were reset
+            self._last_received[entry.mirror] = received
+            stats = {"source": entry.source, "protocol": entry.protocol,
+                     "queueSize": entry.queue_size, "nReceived": received,
+                     "nOverruns": int(counters.get("nOverruns", 0))}
+            stats.update((k, v) for k, v in counters.items() if k not in stats)
+            stats.update(connected=received > 0, receivedRate=received / elapsed,
+                         periodReceived=period, periodReceivedRate=period / span)
+            channels[entry.mirror] = stats
+            total_received += received
+            total_period += period
+            total_overruns += stats["nOverruns"]
+        self._last_t = now
+        return {"runtime": elapsed, "statusTime": now, "final": final,
+                "nChannels": len(channels),
+                "totals": {"nReceived": total_received, "nOverruns": total_overruns,
+                           "receivedRate": total_received / elapsed,
+                           "periodReceivedRate": total_period / span},
+                "channels": channels}
+
+    @staticmethod
+    def format(stats):
+        """The plain-text report of :meth:`collect`'s result."""
+        totals = stats["totals"]
+        lines = [f"[mirror] {'FINAL ' if stats['final'] else ''}{stats['runtime']:.1f} s"
+                 f" {stats['nChannels']} channel(s): received {totals['nReceived']}"
+                 f" ({totals['receivedRate']:.1f}/s, last {totals['periodReceivedRate']:.1f}/s)"
+                 f" overruns {totals['nOverruns']}"]
+        for name, ch in stats["channels"].items():
+            extra = "".join(f" {k} {v}" for k, v in ch.items()
+                            if k not in _KNOWN_COUNTERS and k not in _CHANNEL_FIELDS)
+            state = "" if ch["connected"] else " (no update from the source yet)"
+            lines.append(f"  {name} <- {ch['source']} ({ch['protocol']}, queue"
+                         f" {ch['queueSize']}): received {ch['nReceived']}"
+                         f" ({ch['receivedRate']:.1f}/s, last {ch['periodReceivedRate']:.1f}/s)"
+                         f" overruns {ch['nOverruns']}{extra}{state}")
+        return "\n".join(lines)
+
+    def report(self, final=False):
+        """Collect, print and (with a stats file) write one report; return it."""
+        stats = self.collect(final)
+        self._print(self.format(stats))
+        if self._stats_stream is not None:
+            self._stats_stream.write(json.dumps(stats) + "\n")
+            self._stats_stream.flush()
+        return stats
+
+    def _print(self, text):
+        print(text, file=self.out, flush=True)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
