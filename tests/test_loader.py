@@ -321,9 +321,6 @@ def test_resolve_channel_invalid_names(name):
     assert repr(name) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG naming.validate_channel: the pattern ends with '$', which also matches before a"
-    " trailing newline, so 'abc\\n' is accepted (use re.fullmatch or '\\Z')"))
 def test_resolve_channel_rejects_trailing_newline():
     with pytest.raises(ConfigurationError):
         naming.resolve_channel("abc\n", "output", "consumer", 1)

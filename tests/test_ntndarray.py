@@ -132,11 +132,6 @@ def test_non_contiguous_input_keeps_pixel_order():
                       np.ascontiguousarray(every_other_row))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG ntndarray.set_image: passes image.reshape(-1) to pvaccess, which is a strided VIEW"
-    " when the strides are uniform (e.g. a[:, ::2], a column a[:, 0]); pvaccess ignores"
-    " numpy strides and copies contiguous memory from the data pointer, so the frame gets"
-    " the wrong pixels (fix: np.ascontiguousarray(image).reshape(-1))"))
 @pytest.mark.parametrize("case", ["every_other_column", "column"])
 def test_uniformly_strided_input_keeps_pixel_order(case):
     if case == "every_other_column":

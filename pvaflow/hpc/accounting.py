@@ -41,7 +41,7 @@ class IdSchedule:
 
     @property
     def every_id(self):
-        return self.period == 1
+        return self.period == self.updates
 
     def learn(self, previous, current):
         """Learn the block phase: a jump of exactly the block step lands on a block start."""
@@ -61,6 +61,8 @@ class IdSchedule:
         gap = current - previous - 1
         if gap <= 0:
             return 0
+        if self.period == self.updates:  # every id is ours
+            return gap
         if self.updates == 1:
             return gap // self.period if self.period > 1 else gap
         if self._phase is None:
@@ -91,6 +93,10 @@ class LearnedIdSchedule(IdSchedule):
         super().__init__(updates, updates)
         self.known = False
         self._recent = collections.deque(maxlen=confirm)
+
+    @property
+    def every_id(self):
+        return False  # peers share the stream, even while the step is unknown
 
     def count_between(self, previous, current):
         if not self.known:
@@ -161,11 +167,14 @@ class FrameAccounting:
         if self._to_skip:
             self._to_skip -= 1
             self.skipped += 1
+            self._skip_position(uid)
             return False
         last = self.last_id
         self.last_id = uid
-        if last is None:
+        if self.first_id is None:
             self.first_id = uid
+        if last is None:
+            pass
         elif uid > last + 1:
             schedule = self.schedule
             counted = schedule.count_between(last, uid)
@@ -180,6 +189,18 @@ class FrameAccounting:
         self._resuming = False
         self.admitted += 1
         return True
+
+    def _skip_position(self, uid):
+        """A skipped initial update still tells where the stream is, when every id
+        is ours: ids before it that never came are missed, and it is not."""
+        last = self.last_id
+        if not self.schedule.every_id or last is None:
+            return
+        if uid > last + 1:
+            self.missed += uid - last - 1
+        elif uid < last:
+            self.id_resets += 1
+        self.last_id = uid
 
     def count_empty(self):
         self.received += 1

@@ -24,7 +24,7 @@ def resolve_channel(name, role, kind, process_id, id_format_spec=None, what="cha
     """Apply the naming rules and validate.
 
     ``_`` means ``pvapy:<kind>:<id>:<role>``; ``*`` is replaced by the id.
-    Returns None when ``name`` is None or empty.
+    Returns None when ``name`` is None; an empty or malformed name is an error.
     """
     if name is None:
         return None
@@ -37,7 +37,7 @@ def resolve_channel(name, role, kind, process_id, id_format_spec=None, what="cha
 
 
 def validate_channel(name, what="channel"):
-    if not name or not _VALID.match(name):
+    if not name or not _VALID.fullmatch(name):
         raise ConfigurationError(
             f"invalid {what} name {name!r}: use letters, digits and _-+:[]<>;. (no spaces,"
             " quotes, commas or parentheses)")

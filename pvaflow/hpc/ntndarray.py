@@ -158,7 +158,9 @@ def set_image(nt, image, color_mode=None):
     field = value_field_for(image.dtype)
     if color_mode is not None:
         _check_color_shape(image.shape, color_mode)
-    nt["value"] = {field: image.reshape(-1)}
+    # pvaccess reads the buffer as contiguous memory: strided views must be made
+    # contiguous first (a copy only for such views).
+    nt["value"] = {field: np.ascontiguousarray(image).reshape(-1)}
     if shape_of(nt) != image.shape:
         nt["dimension"] = _dimensions(image.shape)
     size = int(image.nbytes)

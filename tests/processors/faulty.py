@@ -51,3 +51,11 @@ class WrongOutput(UserDataProcessor):
     def process(self, pvObject):
         self.updateOutputChannel(pva.PvObject({"y": pva.STRING}, {"y": "wrong"}))
         return "not a PvObject"
+
+
+class DiesInStart(UserDataProcessor):
+    """Ends its process abruptly in start(), like a crash in native code."""
+
+    def start(self):
+        import os
+        os._exit(3)
