@@ -192,12 +192,13 @@ class FrameAccounting:
 
     def _skip_position(self, uid):
         """A skipped initial update still tells where the stream is, when every id
-        is ours: ids before it that never came are missed, and it is not."""
+        is ours. After a reconnection its id may be new: that frame and the ids
+        before it that never came were not processed, so they count as missed."""
         last = self.last_id
         if not self.schedule.every_id or last is None:
             return
-        if uid > last + 1:
-            self.missed += uid - last - 1
+        if uid > last:
+            self.missed += uid - last
         elif uid < last:
             self.id_resets += 1
         self.last_id = uid
