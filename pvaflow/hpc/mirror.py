@@ -15,9 +15,17 @@ raises :class:`~pvaflow.hpc.errors.ConfigurationError` with one line saying
 what is wrong at which character (counted from 1) and showing the right form.
 
 :class:`MirrorServer` serves the entries with pvaccess' C++ mirror server:
-the updates never pass through Python. Statistics are read from the
-server's per-record counters (``nReceived``, ``nOverruns``) when a report is
-made; rates are derived from them.
+the updates never pass through Python. A mirror record exists once its
+source has connected; the server then holds, for each mirror, a counting
+monitor (a "tap") on the mirror channel: a pvaccess queueing monitor of the
+time stamp only (the whole structure if there is no ``timeStamp`` field)
+into a one-element queue that is never read, so counting runs in C++ and
+costs one small copy per update. Its ``nReceived`` is the channel's count of
+mirrored updates (from the moment the tap connected, including the value it
+got then); reports read it and derive the rates. The server's own counters
+(``nReceived``, ``nOverruns`` of the source monitors) are reported too, but
+pvaccess 5.6 sums them over all mirror records, so they are shown per
+channel only when one channel is mirrored and otherwise as server totals.
 """
 
 import json
@@ -36,11 +44,15 @@ PROTOCOLS = {"pva": pva.PVA, "ca": pva.CA}
 MAP_FORM = "(mirror,source[,pva|ca[,queueSize]]),..."
 MAP_EXAMPLE = '"(mirror:image,det:image,pva,100),(mirror:temp,det:temp,ca)"'
 
-# Counters whose names the text report spells out; others are appended as is.
-_KNOWN_COUNTERS = ("nReceived", "nOverruns")
-# Keys of a channel's statistics that are not server counters.
-_CHANNEL_FIELDS = ("source", "protocol", "queueSize", "connected", "receivedRate",
-                   "periodReceived", "periodReceivedRate")
+# pvaccess 5.6: getMirrorRecordCounters(name) returns the counters of *all*
+# mirror records summed (and resetMirrorRecordCounters resets them all), so
+# they are per channel only while a single channel is mirrored.
+SERVER_COUNTERS_ARE_SHARED = True
+# Requests of the counting monitors ("taps") on the mirror channels: a small
+# field that changes with every update when there is one, else everything.
+_TAP_REQUEST_SMALL = "record[queueSize=64]field(timeStamp)"
+_TAP_REQUEST_FULL = "record[queueSize=4]field()"
+_TAP_CONNECT_TIMEOUT_S = 2.0
 _QUEUE_SIZE = re.compile(r"^[+-]?\d+$")
 _MAX_FIELDS = 6
 
@@ -160,8 +172,8 @@ def parse_channel_map(text):
         fields = _split_fields(text, pos + 1, close)
         entry = _entry(fields, index, pos + 1)
         if entry.mirror in seen:
-            _fail(fields[0][1], f"mirror channel {entry.mirror!r} of entry {index} is already"
-                           f" defined by entry {seen[entry.mirror]}")
+            _fail(fields[0][1], f"mirror channel {entry.mirror!r} of entry {index} is"
+                                f" already defined by entry {seen[entry.mirror]}")
         seen[entry.mirror] = index
         entries.append(entry)
         pos = _skip_space(text, close + 1)
@@ -172,6 +184,38 @@ def parse_channel_map(text):
         pos = _skip_space(text, pos + 1)
         if pos == len(text):
             _fail(pos + 1, f"expected another entry after the ',' that follows entry {index}")
+
+
+class _Tap:
+    """Counts the updates of one mirror channel with a queueing monitor."""
+
+    def __init__(self, name):
+        self.name = name
+        self.channel = None
+        self.request = None
+        self._queue = None
+
+    def start(self):
+        """Subscribe (the mirror record must exist); blocking for up to a few seconds."""
+        channel = pva.Channel(self.name)
+        channel.setTimeout(_TAP_CONNECT_TIMEOUT_S)
+        fields = channel.getIntrospectionDict()
+        self.request = _TAP_REQUEST_SMALL if "timeStamp" in fields else _TAP_REQUEST_FULL
+        self._queue = pva.PvObjectQueue(1)
+        channel.qMonitor(self._queue, self.request)
+        self.channel = channel
+
+    def counters(self):
+        """(updates counted, monitor overruns) so far."""
+        if self.channel is None:
+            return 0, 0
+        counters = self.channel.getMonitorCounters()
+        return int(counters.get("nReceived", 0)), int(counters.get("nOverruns", 0))
+
+    def stop(self):
+        if self.channel is not None:
+            self.channel.stopMonitor()
+            self.channel = None
 
 
 class MirrorServer:
@@ -188,9 +232,11 @@ class MirrorServer:
         self.stats_file = stats_file
         self._stats_stream = None
         self._server = None
+        self._taps = {e.mirror: _Tap(e.mirror) for e in self.entries}
+        self._untapped = list(self._taps.values())
         self._stop_requested = False
         self._t0 = self._last_t = time.time()
-        self._last_received = {}
+        self._last_mirrored = dict.fromkeys(self._taps, 0)
 
     # life cycle ------------------------------------------------------------
     def start(self):
@@ -207,7 +253,6 @@ class MirrorServer:
                                          entry.queue_size, entry.n_monitors, entry.request)
             self._print(f"mirroring {entry.describe()}")
         self._t0 = self._last_t = time.time()
-        self._last_received = {e.mirror: 0 for e in self.entries}
         self._print(f"mirror server started with {len(self.entries)} channel(s)")
 
     def request_stop(self, *_):
@@ -215,7 +260,9 @@ class MirrorServer:
         self._stop_requested = True
 
     def stop(self):
-        """Remove the records, stop the server and close the stats file."""
+        """Stop the taps and the server; close the stats file."""
+        for tap in self._taps.values():
+            tap.stop()
         if self._server is not None:
             try:
                 self._server.removeAllMirrorRecords()
@@ -226,6 +273,19 @@ class MirrorServer:
             self._stats_stream.close()
             self._stats_stream = None
 
+    def attach_taps(self):
+        """Start the tap of every mirror whose record now exists; return how many wait."""
+        for tap in list(self._untapped):
+            if self._stop_requested:
+                break
+            if self._server.hasRecord(tap.name):
+                try:
+                    tap.start()
+                except pva.PvaException:
+                    continue  # not reachable yet: try again on the next tick
+                self._untapped.remove(tap)
+        return len(self._untapped)
+
     def run(self, runtime=0.0, report_period=0.0, tick=0.1):
         """Serve until ``runtime`` seconds passed (<= 0: forever) or a stop request.
 
@@ -235,6 +295,8 @@ class MirrorServer:
         start = time.monotonic()
         next_report = start + report_period if report_period > 0 else None
         while not self._stop_requested:
+            if self._untapped:
+                self.attach_taps()
             now = time.monotonic()
             if runtime > 0 and now - start >= runtime:
                 break
@@ -251,58 +313,63 @@ class MirrorServer:
         return self.report(final=True)
 
     # statistics ------------------------------------------------------------
-    def reset_counters(self):
-        """Zero the server's counters of every mirror channel."""
-        for entry in self.entries:
-            self._server.resetMirrorRecordCounters(entry.mirror)
-            self._last_received[entry.mirror] = 0
-
     def collect(self, final=False):
         """Statistics of every channel and their totals, as a JSON-ready dict."""
         now = time.time()
         elapsed = max(now - self._t0, 1e-9)
         span = max(now - self._last_t, 1e-9)
-        channels, total_received, total_period, total_overruns = {}, 0, 0, 0
-        for entry in self.entries:
-            counters = dict(self._server.getMirrorRecordCounters(entry.mirror))
-            received = int(counters.get("nReceived", 0))
-            last = self._last_received.get(entry.mirror, 0)
-            period = received - last if received >= last else received  # counters were reset
-            self._last_received[entry.mirror] = received
-            stats = {"source": entry.source, "protocol": entry.protocol,
-                     "queueSize": entry.queue_size, "nReceived": received,
-                     "nOverruns": int(counters.get("nOverruns", 0))}
-            stats.update((k, v) for k, v in counters.items() if k not in stats)
-            stats.update(connected=received > 0, receivedRate=received / elapsed,
-                         periodReceived=period, periodReceivedRate=period / span)
-            channels[entry.mirror] = stats
-            total_received += received
-            total_period += period
-            total_overruns += stats["nOverruns"]
         self._last_t = now
+        channels, total, total_period = {}, 0, 0
+        server_total = {}
+        for entry in self.entries:
+            mirrored, tap_overruns = self._taps[entry.mirror].counters()
+            period = mirrored - self._last_mirrored[entry.mirror]
+            self._last_mirrored[entry.mirror] = mirrored
+            server = {k: int(v) for k, v in
+                      self._server.getMirrorRecordCounters(entry.mirror).items()}
+            channels[entry.mirror] = {
+                "source": entry.source, "protocol": entry.protocol,
+                "queueSize": entry.queue_size, "connected": self._server.hasRecord(entry.mirror),
+                "nMirrored": mirrored, "mirroredRate": mirrored / elapsed,
+                "periodMirrored": period, "periodMirroredRate": period / span,
+                "tapOverruns": tap_overruns, "serverCounters": server,
+            }
+            total += mirrored
+            total_period += period
+            if SERVER_COUNTERS_ARE_SHARED:
+                server_total = server
+            else:
+                for key, value in server.items():
+                    server_total[key] = server_total.get(key, 0) + value
         return {"runtime": elapsed, "statusTime": now, "final": final,
                 "nChannels": len(channels),
-                "totals": {"nReceived": total_received, "nOverruns": total_overruns,
-                           "receivedRate": total_received / elapsed,
-                           "periodReceivedRate": total_period / span},
+                "totals": {"nMirrored": total, "mirroredRate": total / elapsed,
+                           "periodMirroredRate": total_period / span,
+                           "serverCounters": server_total},
                 "channels": channels}
 
     @staticmethod
     def format(stats):
         """The plain-text report of :meth:`collect`'s result."""
         totals = stats["totals"]
-        lines = [f"[mirror] {'FINAL ' if stats['final'] else ''}{stats['runtime']:.1f} s"
-                 f" {stats['nChannels']} channel(s): received {totals['nReceived']}"
-                 f" ({totals['receivedRate']:.1f}/s, last {totals['periodReceivedRate']:.1f}/s)"
-                 f" overruns {totals['nOverruns']}"]
+        per_channel = stats["nChannels"] == 1 or not SERVER_COUNTERS_ARE_SHARED
+        head = (f"[mirror] {'FINAL ' if stats['final'] else ''}{stats['runtime']:.1f} s"
+                f" {stats['nChannels']} channel(s): mirrored {totals['nMirrored']}"
+                f" ({totals['mirroredRate']:.1f}/s, last {totals['periodMirroredRate']:.1f}/s)")
+        if not per_channel:
+            head += " server counters (all channels):" + _counters(totals["serverCounters"])
+        lines = [head]
         for name, ch in stats["channels"].items():
-            extra = "".join(f" {k} {v}" for k, v in ch.items()
-                            if k not in _KNOWN_COUNTERS and k not in _CHANNEL_FIELDS)
-            state = "" if ch["connected"] else " (no update from the source yet)"
-            lines.append(f"  {name} <- {ch['source']} ({ch['protocol']}, queue"
-                         f" {ch['queueSize']}): received {ch['nReceived']}"
-                         f" ({ch['receivedRate']:.1f}/s, last {ch['periodReceivedRate']:.1f}/s)"
-                         f" overruns {ch['nOverruns']}{extra}{state}")
+            line = (f"  {name} <- {ch['source']} ({ch['protocol']}, queue {ch['queueSize']}):"
+                    f" mirrored {ch['nMirrored']} ({ch['mirroredRate']:.1f}/s,"
+                    f" last {ch['periodMirroredRate']:.1f}/s)")
+            if per_channel:
+                line += " server counters:" + _counters(ch["serverCounters"])
+            if ch["tapOverruns"]:
+                line += f" (count low: {ch['tapOverruns']} tap overruns)"
+            if not ch["connected"]:
+                line += " (source not connected)"
+            lines.append(line)
         return "\n".join(lines)
 
     def report(self, final=False):
@@ -317,9 +384,6 @@ class MirrorServer:
     def _print(self, text):
         print(text, file=self.out, flush=True)
 
-    def __enter__(self):
-        self.start()
-        return self
 
-    def __exit__(self, *exc):
-        self.stop()
+def _counters(counters):
+    return "".join(f" {key} {value}" for key, value in counters.items()) or " none"
