@@ -39,6 +39,7 @@ setup(
         "console_scripts": [
             "pvapy-hpc-consumer = pvaflow.cli.consumer:main",
             "pvapy-ad-sim-server = pvaflow.cli.sim_server:main",
+            "pvapy-hpc-collector = pvaflow.cli.collector:main",
             "pvapy-mirror-server = pvaflow.cli.mirror_server:main",
         ]
     },

@@ -263,10 +263,14 @@ def test_bad_input_exits_2_with_one_line(argv, message):
     assert result.stdout == ""
 
 
-def test_output_pixels_match_input_through_rotation_example(procs, prefix, tmp_path):
+@pytest.mark.parametrize("queue", [("-sqs", 100), ("-rqs", 100, "-ao", 10, "-at", 0.05)],
+                         ids=["server-queue", "receiver-queue"])
+def test_output_pixels_match_input_through_rotation_example(procs, prefix, tmp_path, queue):
+    """Pixels and ids survive the trip, also when frames wait in the receiver queue
+    (pvaccess reuses an update's storage, so queued frames must be copies)."""
     stats_file = tmp_path / "stats.jsonl"
-    sim, summary = start_sim(procs, f"{prefix}:image", tmp_path, fps=50, runtime=1.5, nx=20, ny=10)
-    consumer = procs.consumer("-ic", f"{prefix}:image", "-oc", f"{prefix}:rot", "-sqs", 100,
+    sim, summary = start_sim(procs, f"{prefix}:image", tmp_path, fps=200, runtime=1.5, nx=20, ny=10)
+    consumer = procs.consumer("-ic", f"{prefix}:image", "-oc", f"{prefix}:rot", *queue,
                               "-pf", os.path.join(REPO, "examples", "rotation_processor.py"),
                               "-pc", "RotationProcessor", "-pa", '{"quarterTurns": 1}',
                               "-rp", 0.5, "--stats-file", stats_file)

@@ -6,10 +6,9 @@ import signal
 from pvaflow.hpc.consumer import Consumer
 from pvaflow.hpc.fleet import Fleet, RestartPolicy
 from pvaflow.hpc.id_list import parse_id_list
-from pvaflow.hpc.consumer_config import STATS_SECTIONS, ConsumerConfig
-from pvaflow.hpc.loader import parse_json_object
+from pvaflow.hpc.consumer_config import ConsumerConfig
 
-from . import common
+from . import common, stage_options
 
 PROG = "pvapy-hpc-consumer"
 
@@ -32,18 +31,7 @@ def build_parser():
                    help="Input channel; '*' becomes the consumer id.")
     p.add_argument("-im", "--input-mode", dest="input_mode", default="pva", choices=("pva", "ca"),
                    help="Input protocol: pva (default) or ca.")
-    p.add_argument("-oc", "--output-channel", dest="output_channel", default=None,
-                   help="Output channel served by this consumer; '_' means "
-                        "pvapy:consumer:<id>:output, '*' becomes the id.")
-    p.add_argument("-sc", "--status-channel", dest="status_channel", default=None,
-                   help="Status channel ('_' means pvapy:consumer:<id>:status).")
-    p.add_argument("-cc", "--control-channel", dest="control_channel", default=None,
-                   help="Control channel ('_' means pvapy:consumer:<id>:control); put "
-                        "{command, args} with command configure, reset_stats, get_stats or stop.")
-    p.add_argument("-ifs", "--id-format-spec", dest="id_format_spec", default=None,
-                   help="Python format spec for the id in channel names, e.g. 02d.")
-    p.add_argument("-sqs", "--server-queue-size", dest="server_queue_size", type=nonneg_int, default=0,
-                   help="Server-side monitor queue size (record[queueSize=N]); 0: none.")
+    stage_options.add_channel_options(p, "consumer")
     p.add_argument("-rqs", "--receiver-queue-size", dest="receiver_queue_size", type=int, default=-1,
                    help="Receiver queue size: <0 process in the receiving thread (default), "
                         "0 unbounded queue, N bounded (a full queue rejects and counts).")
@@ -51,21 +39,6 @@ def build_parser():
                    help="With a receiver queue: process when this many objects are queued ...")
     p.add_argument("-at", "--accumulation-timeout", dest="accumulation_timeout", type=nonneg, default=1.0,
                    help="... or when the oldest has waited this many seconds (default: 1).")
-    p.add_argument("-pf", "--processor-file", dest="processor_file", default=None,
-                   help="Python file holding the processor class.")
-    p.add_argument("-pc", "--processor-class", dest="processor_class", default=None,
-                   help="Processor class name (in --processor-file) or package.module.Class; "
-                        "default: pass-through.")
-    p.add_argument("-pa", "--processor-args", dest="processor_args", default=None,
-                   help="JSON object passed to the processor's constructor.")
-    p.add_argument("-of", "--oid-field", dest="oid_field", default="uniqueId",
-                   help="Object id field used for accounting (default: uniqueId).")
-    p.add_argument("-oo", "--oid-offset", dest="oid_offset", type=int, default=0,
-                   help="Id step between consecutive objects of this consumer (default: computed).")
-    p.add_argument("-fr", "--field-request", dest="field_request", default="",
-                   help="Fields to request, e.g. 'uniqueId,value,dimension' (id and timeStamp are added).")
-    p.add_argument("-siu", "--skip-initial-updates", dest="skip_initial_updates", type=nonneg_int,
-                   default=1, help="Updates not processed after each (re)connection (default: 1).")
     p.add_argument("-dpn", "--distributor-plugin-name", dest="distributor_plugin", default="pydistributor",
                    help="Distributor plugin name (default: pydistributor).")
     p.add_argument("-dg", "--distributor-group", dest="distributor_group", default=None,
@@ -80,34 +53,15 @@ def build_parser():
     p.add_argument("-nds", "--n-distributor-sets", dest="n_distributor_sets",
                    type=common.positive(int, allow_zero=False), default=1,
                    help="Number of distributor sets (for the id offset).")
-    p.add_argument("-rt", "--runtime", dest="runtime", type=float, default=0,
-                   help="Run this many seconds; <= 0: until stopped (default).")
-    p.add_argument("-rp", "--report-period", dest="report_period", type=float, default=0,
-                   help="Print a report every this many seconds; <= 0: final report only.")
-    p.add_argument("-rs", "--report-stats", dest="report_stats", default="all",
-                   help="Sections to report: comma list of " + ", ".join(STATS_SECTIONS) + ", all.")
-    p.add_argument("--stats-file", dest="stats_file", default=None,
-                   help="Append one JSON line of statistics per report to this file.")
-    common.add_logging_options(p)
+    stage_options.add_processing_options(p)
     return p
 
 
 def config_from_args(args):
-    sections = [s.strip() for s in args.report_stats.split(",") if s.strip()]
-    if "all" in sections:
-        sections = list(STATS_SECTIONS)
     return ConsumerConfig(
-        input_channel=args.input_channel, input_mode=args.input_mode,
-        output_channel=args.output_channel, status_channel=args.status_channel,
-        control_channel=args.control_channel, id_format_spec=args.id_format_spec,
-        processor_file=args.processor_file, processor_class=args.processor_class,
-        processor_args=parse_json_object(args.processor_args, "--processor-args"),
-        oid_field=args.oid_field, oid_offset=args.oid_offset, field_request=args.field_request,
-        skip_initial_updates=args.skip_initial_updates, server_queue_size=args.server_queue_size,
-        receiver_queue_size=args.receiver_queue_size, accumulate_objects=args.accumulate_objects,
-        accumulation_timeout=args.accumulation_timeout, consumer_id=args.consumer_id,
-        runtime=args.runtime, report_period=args.report_period, report_stats=tuple(sections),
-        stats_file=args.stats_file, distributor_plugin=args.distributor_plugin,
+        **stage_options.common_config_kwargs(args), input_mode=args.input_mode,
+        accumulate_objects=args.accumulate_objects, accumulation_timeout=args.accumulation_timeout,
+        consumer_id=args.consumer_id, distributor_plugin=args.distributor_plugin,
         distributor_group=args.distributor_group, distributor_set=args.distributor_set,
         distributor_trigger=args.distributor_trigger, distributor_updates=args.distributor_updates,
         n_distributor_sets=args.n_distributor_sets,

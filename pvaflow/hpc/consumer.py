@@ -48,7 +48,7 @@ class Consumer:
     def __init__(self, config: ConsumerConfig):
         self.config = config
         cid = config.consumer_id
-        self.input_channel = config.resolved("input_channel", "input")
+        self.input_channel = self._resolve_input()
         self.output_channel = config.resolved("output_channel", "output")
         self.status_channel = config.resolved("status_channel", "status")
         self.control_channel = config.resolved("control_channel", "control")
@@ -84,6 +84,20 @@ class Consumer:
         self.reporter = StatsReporter(self, config)
 
     # set-up -----------------------------------------------------------------
+    def _resolve_input(self):
+        return self.config.resolved("input_channel", "input")
+
+    def extra_status_types(self):
+        """Further status sections of subclasses: {name: {field: type}}."""
+        return {}
+
+    def extra_stats(self):
+        """Values of the sections named by :meth:`extra_status_types`."""
+        return {}
+
+    def extra_report_lines(self, stats):
+        return []
+
     def _processor_config(self):
         c = self.config
         conf = dict(c.processor_args)
@@ -116,6 +130,7 @@ class Consumer:
         if self.status_channel:
             self._user_keys = list((self._call_user("getStatsPvaTypes") or {}).keys())
             types = status_record_type(self.id_field, self._call_user("getStatsPvaTypes"))
+            types.update(self.extra_status_types())
             self.status_record = pva.PvObject(types, {self.id_field: self.config.consumer_id,
                                                       "channel": self.input_channel})
             self.server.addRecord(self.status_channel, self.status_record, None)
@@ -131,12 +146,16 @@ class Consumer:
         if self.queue is not None:
             self._worker = threading.Thread(target=self._work, name="pvaflow-worker", daemon=True)
             self._worker.start()
+        self.state = "running"
+        self._start_input()
+
+    def _start_input(self):
+        """Start receiving (subclasses with other inputs override this)."""
         request = build_request(self.config.server_queue_size, self.config.field_request,
                                 self.config.oid_field, self.config.distributor_request())
         self.receiver = MonitorReceiver(self.input_channel, request, self._receive,
                                         self.accounting.expect_initial_update, self.config.input_mode)
         self.receiver.start()
-        self.state = "running"
         log.info("consuming %s with request %s", self.input_channel, request)
 
     def _call_user(self, method, *args, report=False):
@@ -183,7 +202,7 @@ class Consumer:
         q = self.queue
         if q is None:
             self._process(pv)
-        elif not q.put(pv) and shared is not None:
+        elif not q.put(pv, copy=True) and shared is not None:
             shared[REJECTED] = q.n_rejected
 
     def _process(self, pv):

@@ -11,6 +11,8 @@ STATS_SECTIONS = ("receiver", "queue", "processor", "publisher", "user")
 
 @dataclasses.dataclass
 class ConsumerConfig:
+    KIND = "consumer"  # in default channel names: pvapy:<kind>:<id>:<role>
+
     input_channel: str
     input_mode: str = "pva"
     output_channel: str = None
@@ -59,7 +61,7 @@ class ConsumerConfig:
 
     def resolved(self, attribute, role):
         """The channel name for ``attribute`` with ``*``/``_`` applied."""
-        return resolve_channel(getattr(self, attribute), role, "consumer", self.consumer_id,
+        return resolve_channel(getattr(self, attribute), role, self.KIND, self.consumer_id,
                                self.id_format_spec, what=attribute.replace("_", " "))
 
     def uses_distributor(self):

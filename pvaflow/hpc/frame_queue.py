@@ -22,14 +22,19 @@ class FrameQueue:
     def __len__(self):
         return len(self._items)
 
-    def put(self, item):
-        """Queue ``item``; return False (and count it) when the queue is full."""
+    def put(self, item, copy=False):
+        """Queue ``item`` (or ``item.copy()``); return False, and count it, when full.
+
+        pvaccess reuses the storage of a monitor's update for later updates, so an
+        update that outlives its callback must be queued as a copy; the copy is
+        made only when the queue accepts it.
+        """
         items = self._items
         depth = len(items)
         if self.max_length and depth >= self.max_length:
             self.n_rejected += 1
             return False
-        items.append(item)
+        items.append(item.copy() if copy else item)
         self.n_queued += 1
         if depth >= self.peak:
             self.peak = depth + 1

@@ -53,7 +53,7 @@ class StatsReporter:
             publisher.update(c.publisher.stats())
             publisher["publishedRate"] = publisher["nPublished"] / elapsed
         user = c._call_user("getStats") if "user" in self.sections else {}
-        return {
+        stats = {
             c.id_field: c.config.consumer_id, "channel": c.input_channel or "", "state": c.state,
             "runtime": elapsed, "statusTime": now,
             "receiverStats": receiver,
@@ -62,6 +62,8 @@ class StatsReporter:
             "processorStats": processor, "publisherStats": publisher,
             "userStats": user if isinstance(user, dict) else {},
         }
+        stats.update(c.extra_stats())
+        return stats
 
     # output ----------------------------------------------------------------
     def format(self, stats, final=False):
@@ -91,6 +93,7 @@ class StatsReporter:
         if "publisher" in self.sections and c.publisher is not None:
             lines.append(f"  published {pub['nPublished']} ({pub['publishedRate']:.1f}/s)"
                          f" errors {pub['nErrors']}")
+        lines.extend(c.extra_report_lines(stats))
         if "user" in self.sections and stats["userStats"]:
             lines.append("  user " + " ".join(f"{k}={_short(v)}" for k, v in stats["userStats"].items()))
         return "\n".join(lines)
