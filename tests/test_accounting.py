@@ -217,11 +217,15 @@ def test_count_empty_and_as_dict():
                 "nIdResets": 0, "nReconnects": 0, "firstId": -1, "lastId": -1}
     assert {k: d[k] for k in expected} == expected  # further counters may be added
     assert all(v == 0 for k, v in d.items() if k not in expected)
-    acc.count_empty()
+    acc.count_empty(2)  # before any frame: nothing to measure a gap from
     feed(acc, [3, 4, 4, 9])
     d = acc.as_dict()
     assert d["nReceived"] == 5 and d["nEmpty"] == 1 and d["nDuplicates"] == 1
     assert d["nMissed"] == 4 and d["firstId"] == 3 and d["lastId"] == 9
+    acc.count_empty(11)  # an empty record's id is not a gap, the ids before it are
+    feed(acc, [12])
+    d = acc.as_dict()
+    assert d["nEmpty"] == 2 and d["nMissed"] == 5 and d["lastId"] == 12
 
 
 @pytest.mark.parametrize("seed,drop_rate", [(1, 0.0), (2, 0.01), (3, 0.3), (4, 0.9), (5, 0.999)])

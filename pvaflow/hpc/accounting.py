@@ -203,9 +203,15 @@ class FrameAccounting:
             self.id_resets += 1
         self.last_id = uid
 
-    def count_empty(self):
+    def count_empty(self, uid):
+        """An update without data: counted as empty; its id still marks the position."""
         self.received += 1
         self.empty += 1
+        last = self.last_id
+        if last is not None and uid > last:
+            if uid > last + 1:
+                self.missed += self.schedule.count_between(last, uid)
+            self.last_id = uid
 
     def as_dict(self):
         return {

@@ -187,11 +187,11 @@ class Consumer:
     def _receive(self, pv):
         if self._first:
             self._first_update(pv)
-        if self._check_empty and not pv.getSelectedUnionFieldName("value"):
-            self.accounting.count_empty()
-            return
         acc = self.accounting
         uid = self._get_id(pv, self.config.oid_field)
+        if self._check_empty and not pv.getSelectedUnionFieldName("value"):
+            acc.count_empty(uid)
+            return
         if not acc.admit(uid):
             return
         shared = self.shared
