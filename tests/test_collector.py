@@ -63,7 +63,6 @@ def test_missing_producer_ids_are_given_up_after_the_timeout(procs, prefix, tmp_
     processed, missed = final["processorStats"]["nProcessed"], final["receiverStats"]["nMissed"]
     assert 0.4 * published <= processed <= 0.6 * published
     # Every id between the first and the last released one is processed or given up.
-    c = final["collectorStats"]
     assert processed + missed == final["receiverStats"]["lastId"] - final["receiverStats"]["firstId"] + 1
 
 

@@ -38,6 +38,12 @@ def add_processing_options(p, default_oid_offset=0):
                    help="Fields to request, e.g. 'uniqueId,value,dimension' (id and timeStamp are added).")
     p.add_argument("-siu", "--skip-initial-updates", dest="skip_initial_updates", type=nonneg_int,
                    default=1, help="Updates not processed after each (re)connection (default: 1).")
+    p.add_argument("-mc", "--metadata-channels", dest="metadata_channels", default=None,
+                   help="Metadata channels 'pva://name,ca://name,name' (bare names are CA), each "
+                        "queued for the processor in metadataQueueMap.")
+    p.add_argument("--metadata-queue-size", dest="metadata_queue_size",
+                   type=common.positive(int, allow_zero=False), default=1000,
+                   help="Bound of each metadata queue; a full queue rejects and counts (default: 1000).")
     p.add_argument("-rt", "--runtime", dest="runtime", type=float, default=0,
                    help="Run this many seconds; <= 0: until stopped (default).")
     p.add_argument("-rp", "--report-period", dest="report_period", type=float, default=0,
@@ -65,4 +71,5 @@ def common_config_kwargs(args):
         skip_initial_updates=args.skip_initial_updates, server_queue_size=args.server_queue_size,
         receiver_queue_size=args.receiver_queue_size, runtime=args.runtime,
         report_period=args.report_period, report_stats=tuple(sections), stats_file=args.stats_file,
+        metadata_channels=args.metadata_channels, metadata_queue_size=args.metadata_queue_size,
     )

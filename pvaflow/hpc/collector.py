@@ -216,27 +216,27 @@ class Collector(Consumer):
     def extra_status_types(self):
         producer = {"nReceived": pva.ULONG, "nSkipped": pva.ULONG, "lastId": pva.LONG,
                     "nReconnects": pva.ULONG}
-        return {
+        return dict(super().extra_status_types(), **{
             "collectorStats": {"nReleased": pva.ULONG, "nLate": pva.ULONG, "nIncomplete": pva.ULONG,
                                "nHeld": pva.ULONG, "peakHeld": pva.ULONG, "cacheSize": pva.ULONG,
                                "nextId": pva.LONG},
             "producerStats": {f"producer{p.pid}": dict(producer) for p in self.producers},
-        }
+        })
 
     def extra_stats(self):
         o = self.ordering
-        return {
+        return dict(super().extra_stats(), **{
             "collectorStats": {"nReleased": o.released, "nLate": o.late, "nIncomplete": o.incomplete,
                                "nHeld": o.held, "peakHeld": o.peak, "cacheSize": o.cache_size,
                                "nextId": o.next_id if o.next_id is not None else -1},
             "producerStats": {f"producer{p.pid}": {"nReceived": p.received, "nSkipped": p.skipped,
                                                    "lastId": p.last_id, "nReconnects": p.reconnects}
                               for p in self.producers},
-        }
+        })
 
     def extra_report_lines(self, stats):
         c = stats["collectorStats"]
         producers = " ".join(f"{name[8:]}:{v['nReceived']}" for name, v in stats["producerStats"].items())
-        return [f"  collector released {c['nReleased']} late {c['nLate']} incomplete {c['nIncomplete']}"
+        return super().extra_report_lines(stats) + [f"  collector released {c['nReleased']} late {c['nLate']} incomplete {c['nIncomplete']}"
                 f" held {c['nHeld']} (peak {c['peakHeld']}/{c['cacheSize']}) next id {c['nextId']}",
                 f"  producers (id:received) {producers}"]

@@ -24,8 +24,10 @@ import time
 import pvaccess as pva
 
 from . import loader
-from .accounting import FrameAccounting, IdSchedule, LatencyRecorder
+from .accounting import FrameAccounting, LatencyRecorder
 from .consumer_config import ConsumerConfig
+from .commands import FAILED as _FAILED
+from .commands import CommandsMixin
 from .control import ControlChannel
 from .frame_queue import FrameQueue
 from .publisher import ServerPublisher
@@ -39,7 +41,7 @@ log = logging.getLogger(__name__)
 _STOP = object()  # wakes the owner's loop on a signal
 
 
-class Consumer:
+class Consumer(CommandsMixin):
     """A single consumer process's engine. See the module docstring."""
 
     kind = "consumer"
@@ -55,6 +57,7 @@ class Consumer:
         cls = loader.load_processor_class(config.processor_file, config.processor_class)
         self.processor = loader.create_processor(cls, self._processor_config())
         self._attach_processor(cid)
+        self._create_extensions()
         self.accounting = FrameAccounting(config.id_schedule(), config.skip_initial_updates)
         if config.resume_after_id is not None:
             self.accounting.resume_after(config.resume_after_id)
@@ -88,15 +91,30 @@ class Consumer:
         return self.config.resolved("input_channel", "input")
 
     def extra_status_types(self):
-        """Further status sections of subclasses: {name: {field: type}}."""
-        return {}
+        """Further status sections (of extensions and subclasses): {name: {field: type}}."""
+        types = {}
+        for extension in self.extensions:
+            types.update(extension.status_types())
+        return types
 
     def extra_stats(self):
         """Values of the sections named by :meth:`extra_status_types`."""
-        return {}
+        stats = {}
+        for extension in self.extensions:
+            stats.update(extension.stats())
+        return stats
 
     def extra_report_lines(self, stats):
-        return []
+        return [line for extension in self.extensions for line in extension.report_lines(stats)]
+
+    def _create_extensions(self):
+        """Optional parts with their own start/stop/stats (metadata channels)."""
+        self.extensions = []
+        if self.config.metadata_channels:
+            from .metadata import MetadataChannels
+            metadata = MetadataChannels(self.config.metadata_channels, self.config.metadata_queue_size)
+            self.processor.metadataQueueMap = metadata.queue_map
+            self.extensions.append(metadata)
 
     def _processor_config(self):
         c = self.config
@@ -147,6 +165,8 @@ class Consumer:
             self._worker = threading.Thread(target=self._work, name="pvaflow-worker", daemon=True)
             self._worker.start()
         self.state = "running"
+        for extension in self.extensions:
+            extension.start()
         self._start_input()
 
     def _start_input(self):
@@ -303,6 +323,8 @@ class Consumer:
         self.state = "stopping"
         if self.receiver is not None:
             self.receiver.stop()
+        for extension in self.extensions:
+            extension.stop()
         if self._worker is not None:
             self.queue.wake()
             self._worker.join()
@@ -329,70 +351,11 @@ class Consumer:
             self.stats_listener(stats, final)
         return stats
 
-    def _execute(self, request):
-        command = request.command
-        ok, message, result = True, "", ""
-        if command == "stop":
-            self._stop_requested = True
-            message = "stopping: draining received frames"
-        elif command == "reset_stats":
-            self.reset_stats()
-            message = "statistics reset"
-        elif command == "get_stats":
-            stats = self._tick(report=False)
-            result = self.reporter.to_json(stats)
-            message = "statistics published"
-        elif command == "configure":
-            ok, message = self.configure(request.args)
-        if self.control is not None:
-            self.control.reply(request, ok, message, result)
-
-    def configure(self, config_dict):
-        """Apply framework keys, pass the rest to the processor's configure()."""
-        system = {}
-        for key in ("receiverQueueSize", "skipInitialUpdates", "objectIdOffset"):
-            if key in config_dict:
-                system[key] = config_dict[key]
-        try:
-            if "receiverQueueSize" in system:
-                if self.queue is None:
-                    raise ValueError("receiverQueueSize can change only when started with -rqs >= 0")
-                self.queue.max_length = max(int(system["receiverQueueSize"]), 0)
-            if "skipInitialUpdates" in system:
-                self.accounting.skip_initial = max(int(system["skipInitialUpdates"]), 0)
-            if "objectIdOffset" in system:
-                updates = self.accounting.schedule.updates
-                self.accounting.schedule = IdSchedule.from_offset(int(system["objectIdOffset"]), updates)
-        except (TypeError, ValueError) as exc:
-            return False, f"configure failed: {exc}"
-        if self._call_user("configure", config_dict) is _FAILED:
-            return False, f"configure failed: {self.last_error}"
-        return True, "configuration applied"
-
-    def reset_stats(self):
-        with self._lock:
-            self.accounting.reset()
-            self.n_processed = 0
-            self.n_errors = 0
-            self._errors_reported = 0
-            self.process_seconds = 0.0
-            self.last_error = ""
-            self.latency.reset()
-            if self.queue is not None:
-                self.queue.reset_stats()
-            if self.publisher is not None:
-                self.publisher.reset_stats()
-            if self.receiver is not None:
-                self.receiver.reset_stats()
-            self.reporter.begin(time.time())
-        self._call_user("resetStats")
-
     def stats(self):
         """The nested statistics dict (also the status record's content)."""
         return self.reporter.collect()
 
 
-_FAILED = object()
 
 _GETTERS = {
     pva.INT: "getInt", pva.UINT: "getUInt", pva.LONG: "getLong", pva.ULONG: "getULong",

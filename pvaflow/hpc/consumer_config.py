@@ -43,6 +43,8 @@ class ConsumerConfig:
     distributor_trigger: str = None
     distributor_updates: int = None
     n_distributor_sets: int = 1
+    metadata_channels: str = None
+    metadata_queue_size: int = 1000
     resume_after_id: int = None  # set by a supervisor restarting this consumer
 
     def __post_init__(self):
