@@ -48,6 +48,19 @@ def add_logging_options(parser):
                              "reports are plain text lines.")
 
 
+def add_access_security_options(parser):
+    parser.add_argument("--access-security-file", "-asf", dest="access_security_file", default=None,
+                        help="EPICS access security file (ACF) protecting every record this process "
+                             "serves; without it any client may write them.")
+    parser.add_argument("--access-security-group", "-asg", dest="access_security_group",
+                        default="CONTROL", help="ACF group of the control record (default: CONTROL).")
+    parser.add_argument("--access-security-readonly-group", dest="access_security_readonly_group",
+                        default="READONLY",
+                        help="ACF group of the status and output records (default: READONLY).")
+    parser.add_argument("--access-security-macros", dest="access_security_macros", default="",
+                        help="Macro substitutions for the ACF, e.g. 'P=BL1'.")
+
+
 def setup_logging(log_level, log_file):
     """Attach the one handler of the process (only CLIs do this)."""
     level = getattr(logging, (log_level or "warning").upper())

@@ -53,6 +53,7 @@ def add_processing_options(p, default_oid_offset=0):
     p.add_argument("--stats-file", dest="stats_file", default=None,
                    help="Append one JSON line of statistics per report to this file.")
     del nonneg
+    common.add_access_security_options(p)
     common.add_logging_options(p)
 
 
@@ -72,4 +73,8 @@ def common_config_kwargs(args):
         receiver_queue_size=args.receiver_queue_size, runtime=args.runtime,
         report_period=args.report_period, report_stats=tuple(sections), stats_file=args.stats_file,
         metadata_channels=args.metadata_channels, metadata_queue_size=args.metadata_queue_size,
+        access_security_file=args.access_security_file,
+        access_security_group=args.access_security_group,
+        access_security_readonly_group=args.access_security_readonly_group,
+        access_security_macros=args.access_security_macros,
     )

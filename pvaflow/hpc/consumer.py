@@ -24,6 +24,7 @@ import time
 import pvaccess as pva
 
 from . import loader
+from .access import AccessPolicy
 from .accounting import FrameAccounting, LatencyRecorder
 from .consumer_config import ConsumerConfig
 from .commands import FAILED as _FAILED
@@ -39,6 +40,8 @@ from .status import fill_status, status_record_type
 log = logging.getLogger(__name__)
 
 _STOP = object()  # wakes the owner's loop on a signal
+_clock = time.perf_counter
+_now = time.time
 
 
 class Consumer(CommandsMixin):
@@ -58,6 +61,9 @@ class Consumer(CommandsMixin):
         self.processor = loader.create_processor(cls, self._processor_config())
         self._attach_processor(cid)
         self._create_extensions()
+        self.access_policy = AccessPolicy(config.access_security_file, config.access_security_group,
+                                          config.access_security_readonly_group,
+                                          config.access_security_macros)
         self.accounting = FrameAccounting(config.id_schedule(), config.skip_initial_updates)
         if config.resume_after_id is not None:
             self.accounting.resume_after(config.resume_after_id)
@@ -72,6 +78,8 @@ class Consumer(CommandsMixin):
         self._errors_reported = 0
         self._lock = threading.Lock()  # process() vs configure()/resetStats()
         self._first = True
+        self._oid_field = config.oid_field
+        self._process_frame = self.processor.process  # bound once: the per-frame call
         self._check_empty = False
         self._get_id = None
         self._has_timestamp = True
@@ -142,7 +150,10 @@ class Consumer(CommandsMixin):
     def start(self):
         """Serve our records, start the processor, then start receiving."""
         self.server = pva.PvaServer()
-        self.publisher = ServerPublisher(self.server, self.output_channel) if self.output_channel else None
+        policy = self.access_policy
+        policy.apply(self.server)
+        self.publisher = (ServerPublisher(self.server, self.output_channel, policy)
+                          if self.output_channel else None)
         self.processor.pvaServer = self.server
         self.processor.dataPublisher = self.publisher
         if self.status_channel:
@@ -151,12 +162,13 @@ class Consumer(CommandsMixin):
             types.update(self.extra_status_types())
             self.status_record = pva.PvObject(types, {self.id_field: self.config.consumer_id,
                                                       "channel": self.input_channel})
-            self.server.addRecord(self.status_channel, self.status_record, None)
+            policy.add_readonly(self.server, self.status_channel, self.status_record)
         if self.control_channel:
             self.control = ControlChannel(self.server, self.control_channel, self.id_field,
-                                          self.config.consumer_id, self.commands)
-        log.warning("records served without access control (status%s%s)",
-                    ", control" if self.control else "", ", output" if self.publisher else "")
+                                          self.config.consumer_id, self.commands, policy)
+        names = [n for n in (self.status_channel, self.control_channel, self.output_channel) if n]
+        if names:
+            (log.info if policy.active else log.warning)(policy.describe(names))
         self.started_at = time.time()
         self.reporter.begin(self.started_at)
         if self._call_user("start", report=True) is _FAILED:
@@ -208,7 +220,7 @@ class Consumer(CommandsMixin):
         if self._first:
             self._first_update(pv)
         acc = self.accounting
-        uid = self._get_id(pv, self.config.oid_field)
+        uid = self._get_id(pv, self._oid_field)
         if self._check_empty and not pv.getSelectedUnionFieldName("value"):
             acc.count_empty(uid)
             return
@@ -227,21 +239,22 @@ class Consumer(CommandsMixin):
 
     def _process(self, pv):
         with self._lock:
-            t0 = time.perf_counter()
+            t0 = _clock()
             try:
-                self.processor.process(pv)
+                self._process_frame(pv)
                 self.n_processed += 1
             except Exception as exc:
                 self._count_error(exc)
-            t1 = time.perf_counter()
-            if self.shared is not None:
-                self.shared[PROCESSED] = self.n_processed
-                self.shared[ERRORS] = self.n_errors
+            t1 = _clock()
+            shared = self.shared
+            if shared is not None:
+                shared[PROCESSED] = self.n_processed
+                shared[ERRORS] = self.n_errors
         self.process_seconds += t1 - t0
         if self._has_timestamp:
             seconds = pv.getLong("timeStamp.secondsPastEpoch")
             if seconds:
-                self.latency.record(time.time() - seconds - pv.getInt("timeStamp.nanoseconds") * 1e-9)
+                self.latency.record(_now() - seconds - pv.getInt("timeStamp.nanoseconds") * 1e-9)
 
     def _count_error(self, exc):
         self.n_errors += 1

@@ -45,6 +45,10 @@ class ConsumerConfig:
     n_distributor_sets: int = 1
     metadata_channels: str = None
     metadata_queue_size: int = 1000
+    access_security_file: str = None
+    access_security_group: str = "CONTROL"
+    access_security_readonly_group: str = "READONLY"
+    access_security_macros: str = ""
     resume_after_id: int = None  # set by a supervisor restarting this consumer
 
     def __post_init__(self):

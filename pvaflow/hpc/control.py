@@ -60,14 +60,17 @@ class ControlRequest:
 class ControlChannel:
     """Serves the control record and queues parsed requests for the owner."""
 
-    def __init__(self, server, name, id_field, process_id, requests=None):
+    def __init__(self, server, name, id_field, process_id, requests=None, policy=None):
         self.server = server
         self.name = name
         self.requests = requests if requests is not None else queue.SimpleQueue()
         self.n_commands = 0
         self.n_errors = 0
         self._record = pva.PvObject(control_record_type(id_field), {id_field: int(process_id)})
-        server.addRecord(name, self._record, self._on_put)
+        if policy is not None:
+            policy.add_control(server, name, self._record, self._on_put)
+        else:
+            server.addRecord(name, self._record, self._on_put)
 
     def _on_put(self, record):
         """PvaServer put callback: parse, clear the request fields, queue."""

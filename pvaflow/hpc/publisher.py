@@ -14,19 +14,23 @@ class ServerPublisher:
     ``updateOutputChannel`` is the pvapy-compatible name processors call.
     """
 
-    def __init__(self, server, channel):
+    def __init__(self, server, channel, policy=None):
         self.server = server
         self.outputChannel = channel
         self.n_published = 0
         self.n_errors = 0
         self.last_error = ""
         self._created = False
+        self._policy = policy
         self._lock = threading.Lock()
 
     def create_record(self, type_object):
         with self._lock:
             if not self._created:
-                self.server.addRecord(self.outputChannel, type_object.copy(), None)
+                if self._policy is not None:
+                    self._policy.add_readonly(self.server, self.outputChannel, type_object.copy())
+                else:
+                    self.server.addRecord(self.outputChannel, type_object.copy(), None)
                 self._created = True
 
     def updateOutputChannel(self, pvObject):
