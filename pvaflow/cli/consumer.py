@@ -27,6 +27,9 @@ def build_parser():
                    help="Restarts of a dead consumer process before it is given up (default: 5).")
     p.add_argument("--restart-backoff", dest="restart_backoff", type=nonneg, default=1.0,
                    help="Seconds before the first restart, doubled each time (default: 1).")
+    p.add_argument("--unresponsive-timeout", dest="unresponsive_timeout", type=nonneg, default=30.0,
+                   help="Kill and restart a consumer process that sent no status for this many "
+                        "seconds (frozen); 0: never (default: 30).")
     p.add_argument("-ic", "--input-channel", dest="input_channel", required=True,
                    help="Input channel; '*' becomes the consumer id.")
     p.add_argument("-im", "--input-mode", dest="input_mode", default="pva", choices=("pva", "ca"),
@@ -82,7 +85,8 @@ def _run(args):
         configs = [dataclasses.replace(config, consumer_id=i, n_consumers=len(ids)) for i in ids]
         for c in configs:
             c.__post_init__()  # channel names per id
-        fleet = Fleet(configs, RestartPolicy(args.restart_limit, args.restart_backoff),
+        fleet = Fleet(configs, RestartPolicy(args.restart_limit, args.restart_backoff,
+                                              unresponsive=args.unresponsive_timeout),
                       args.report_period, args.stats_file, args.log_level, args.log_file)
         signal.signal(signal.SIGINT, fleet.request_stop)
         signal.signal(signal.SIGTERM, fleet.request_stop)

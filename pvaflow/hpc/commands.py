@@ -56,6 +56,7 @@ class CommandsMixin:
             self.accounting.reset()
             self.n_processed = 0
             self.n_errors = 0
+            self.n_hook_errors = 0
             self._errors_reported = 0
             self.process_seconds = 0.0
             self.last_error = ""

@@ -73,6 +73,7 @@ class Consumer(CommandsMixin):
         self.state = "created"
         self.n_processed = 0
         self.n_errors = 0
+        self.n_hook_errors = 0  # start/stop/configure/getStats/resetStats that raised
         self.process_seconds = 0.0
         self.last_error = ""
         self._errors_reported = 0
@@ -196,8 +197,10 @@ class Consumer(CommandsMixin):
             with self._lock:
                 return getattr(self.processor, method)(*args)
         except Exception as exc:
+            self.n_hook_errors += 1
             self.last_error = f"{method}(): {type(exc).__name__}: {exc}"
-            log.error("processor %s() raised", method, exc_info=True)
+            if self.n_hook_errors <= 10:
+                log.error("processor %s() raised", method, exc_info=True)
             return _FAILED
 
     # per-frame path ----------------------------------------------------------

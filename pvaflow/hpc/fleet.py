@@ -30,6 +30,7 @@ class RestartPolicy:
     limit: int = 5          # restarts per child before it is given up
     backoff: float = 1.0    # first delay, doubled for each further restart
     max_backoff: float = 30.0
+    unresponsive: float = 30.0  # seconds without a status message before a child is killed
 
 
 def _child_main(config_dict, raw_counters, conn, log_level, log_file):
@@ -105,6 +106,7 @@ class _Child:
         self.stats = None
         self.final = None
         self.state = "running"
+        self.started_at = self.last_heard = time.monotonic()
         if self.down_since is not None:
             self.down_seconds += time.monotonic() - self.down_since
             self.down_since = None
@@ -120,6 +122,7 @@ class _Child:
             if kind == "stats":
                 self.stats = message["stats"]
                 self.ever_ran = True
+                self.last_heard = time.monotonic()
             elif kind == "final":
                 self.final = self.stats = message["stats"]
             elif kind == "fatal":
@@ -212,8 +215,19 @@ class Fleet:
                     resume = child.last_counters["lastId"]
                 child.start(self.log_level, self.log_file, resume)
             return
-        if child.state != "running" or child.process.exitcode is None:
+        if child.state != "running":
             return
+        if child.process.exitcode is None:
+            silent = time.monotonic() - child.last_heard
+            limit = self.policy.unresponsive
+            if limit > 0 and silent > limit and not self._stop:
+                # Frozen (SIGSTOP, a deadlock): kill it; the restart path takes over.
+                print(f"[fleet] consumer {child.consumer_id} sent no status for {silent:.1f} s;"
+                      " killing it", flush=True)
+                _kill(child.process.pid, signal.SIGKILL)
+                child.process.join(5)
+            else:
+                return
         child.poll()
         code = child.process.exitcode
         child.last_counters = child.close_incarnation()

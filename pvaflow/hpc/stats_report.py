@@ -41,7 +41,7 @@ class StatsReporter:
         receiver["missedRate"] = acc.missed / elapsed
         p50, p99 = c.latency.recent() if final else c.latency.take_period()
         processor = {
-            "nProcessed": processed, "nErrors": c.n_errors,
+            "nProcessed": processed, "nErrors": c.n_errors, "nHookErrors": c.n_hook_errors,
             "processedRate": processed / elapsed,
             "periodProcessedRate": (processed - last_processed) / span,
             "meanProcessUs": 1e6 * c.process_seconds / processed if processed else 0.0,
@@ -81,7 +81,7 @@ class StatsReporter:
         if "processor" in self.sections:
             lines.append(
                 f"  processed {p['nProcessed']} ({p['processedRate']:.1f}/s, last {p['periodProcessedRate']:.1f}/s)"
-                f" errors {p['nErrors']} process {p['meanProcessUs']:.1f} us/frame"
+                f" errors {p['nErrors']} hook-errors {p['nHookErrors']} process {p['meanProcessUs']:.1f} us/frame"
                 f" latency p50 {p['latencyP50Ms']:.2f} ms p99 {p['latencyP99Ms']:.2f} ms"
                 f" max {p['latencyMaxMs']:.2f} ms")
             if p["lastError"]:

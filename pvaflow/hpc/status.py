@@ -10,7 +10,7 @@ RECEIVER_TYPES = {
 }
 QUEUE_TYPES = {"maxLength": pva.LONG, "nQueued": pva.ULONG, "peak": pva.ULONG, "nRejected": pva.ULONG}
 PROCESSOR_TYPES = {
-    "nProcessed": pva.ULONG, "nErrors": pva.ULONG, "processedRate": pva.DOUBLE,
+    "nProcessed": pva.ULONG, "nErrors": pva.ULONG, "nHookErrors": pva.ULONG, "processedRate": pva.DOUBLE,
     "periodProcessedRate": pva.DOUBLE, "meanProcessUs": pva.DOUBLE, "latencyP50Ms": pva.DOUBLE,
     "latencyP99Ms": pva.DOUBLE, "latencyMaxMs": pva.DOUBLE, "lastError": pva.STRING,
 }

@@ -59,3 +59,26 @@ class DiesInStart(UserDataProcessor):
     def start(self):
         import os
         os._exit(3)
+
+
+class LifecycleRaises(UserDataProcessor):
+    """Raises in start(), stop() and configure(); processes frames normally."""
+
+    def start(self):
+        raise RuntimeError("start failed on purpose")
+
+    def stop(self):
+        raise RuntimeError("stop failed on purpose")
+
+    def configure(self, configDict):
+        raise ValueError("configure failed on purpose")
+
+
+class ReturnsWrongTypes(UserDataProcessor):
+    """Publishes nothing usable and returns odd values: a dict, a string, None."""
+
+    def process(self, pvObject):
+        uid = pvObject.getInt("uniqueId")
+        if uid % 3 == 0:
+            self.updateOutputChannel({"not": "a PvObject"})
+        return [None, "text", {"x": 1}][uid % 3]

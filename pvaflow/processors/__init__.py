@@ -1,0 +1,1 @@
+"""Ready-made processors for pvaflow stages (tiles, ...)."""
