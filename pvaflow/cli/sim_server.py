@@ -132,6 +132,8 @@ def _body(args):
                        cache_size=args.cache_size, summary_file=args.summary_file)
     if not config.channel:
         raise ConfigurationError("the channel name is empty; give one with -cn/--channel-name")
+    from pvaflow.hpc.naming import validate_channel  # pylint: disable=import-outside-toplevel
+    validate_channel(config.channel, "channel (-cn)")
     frame_set = make_frame_set(args)
     try:
         server = SimServer(frame_set, config)

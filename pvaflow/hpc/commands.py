@@ -43,8 +43,11 @@ class CommandsMixin:
             if "skipInitialUpdates" in system:
                 self.accounting.skip_initial = max(int(system["skipInitialUpdates"]), 0)
             if "objectIdOffset" in system:
+                offset = int(system["objectIdOffset"])
+                if offset < 1:
+                    raise ValueError(f"objectIdOffset must be >= 1, got {offset}")
                 updates = self.accounting.schedule.updates
-                self.accounting.schedule = IdSchedule.from_offset(int(system["objectIdOffset"]), updates)
+                self.accounting.schedule = IdSchedule.from_offset(offset, updates)
         except (TypeError, ValueError) as exc:
             return False, f"configure failed: {exc}"
         if self._call_user("configure", config_dict) is FAILED:

@@ -138,6 +138,8 @@ def image_view(nt):
             f"NTNDArray dimensions {shape} hold {math.prod(shape)} elements"
             f" but the value has {flat.size}"
         )
+    if len(shape) > 2:
+        _check_color_shape(shape, color_mode_of(nt))
     return flat.reshape(shape)
 
 
