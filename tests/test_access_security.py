@@ -114,3 +114,23 @@ def test_bad_access_security_file(tmp_path, content, message):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("pvapy-hpc-consumer: error:") and message in lines[0], \
         result.stderr
+
+
+def test_mirror_records_follow_the_default_group(procs, prefix, tmp_path):
+    acf = tmp_path / "mirror.acf"
+    acf.write_text("ASG(DEFAULT) { RULE(1, READ) }\n")
+    procs.sim("-cn", f"{prefix}:img", "-nx", 8, "-ny", 8, "-fps", 20, "-rt", 30, "-std", 0.2, "-rp", 0)
+    mirror = procs.start("pvaflow.cli.mirror_server", "-cm", f"({prefix}:m,{prefix}:img)", "-rt", 30,
+                         "--access-security-file", acf, "-ll", "info")
+    import time
+    time.sleep(2.0)
+    ctx = Context("pva")
+    try:
+        wait_records(ctx, [f"{prefix}:m"])
+        error = put_error(ctx, f"{prefix}:m", {"uniqueId": 5})
+        assert error and "not allowed" in error
+    finally:
+        ctx.close()
+        mirror.send_signal(signal.SIGINT)
+        rc, out, err = procs.wait(mirror, 20)
+    assert rc == 0 and "records protected by" in err

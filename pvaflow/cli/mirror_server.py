@@ -24,8 +24,10 @@ import logging
 import signal
 import sys
 
-from pvaflow.cli.common import (EXIT_FAILURE, EXIT_OK, add_logging_options, new_parser,
+from pvaflow.cli.common import (EXIT_FAILURE, EXIT_OK, add_access_security_options,
+                                add_logging_options, new_parser,
                                 print_error, run_tool, setup_logging)
+from pvaflow.hpc.access import AccessPolicy
 from pvaflow.hpc.errors import ConfigurationError
 from pvaflow.hpc.mirror import MAP_EXAMPLE, MAP_FORM, MirrorServer, parse_channel_map
 
@@ -53,6 +55,7 @@ def build_parser():
              " (default).")
     add("--stats-file", dest="stats_file", default=None, metavar="PATH",
         help="Append one JSON line of statistics per report (and the final one) to PATH.")
+    add_access_security_options(parser)
     add_logging_options(parser)
     return parser
 
@@ -66,7 +69,10 @@ def _install_signal_handlers(server):
 def _body(args):
     entries = parse_channel_map(args.channel_map)
     setup_logging(args.log_level, args.log_file)
-    server = MirrorServer(entries, stats_file=args.stats_file)
+    policy = None
+    if args.access_security_file:
+        policy = AccessPolicy(args.access_security_file, "DEFAULT", "DEFAULT", args.access_security_macros)
+    server = MirrorServer(entries, stats_file=args.stats_file, policy=policy)
     previous = _install_signal_handlers(server)
     try:
         server.start()

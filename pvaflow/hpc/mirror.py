@@ -29,6 +29,7 @@ channel only when one channel is mirrored and otherwise as server totals.
 """
 
 import json
+import logging
 import re
 import sys
 import time
@@ -38,6 +39,8 @@ import pvaccess as pva
 
 from .errors import ConfigurationError
 from .naming import validate_channel
+
+log = logging.getLogger(__name__)
 
 PROTOCOLS = {"pva": pva.PVA, "ca": pva.CA}
 
@@ -226,8 +229,9 @@ class MirrorServer:
     :param stats_file: path that gets one JSON line per report, or None
     """
 
-    def __init__(self, entries, out=None, stats_file=None):
+    def __init__(self, entries, out=None, stats_file=None, policy=None):
         self.entries = list(entries)
+        self.policy = policy
         self.out = out if out is not None else sys.stdout
         self.stats_file = stats_file
         self._stats_stream = None
@@ -248,12 +252,21 @@ class MirrorServer:
                 raise ConfigurationError(
                     f"cannot open --stats-file {self.stats_file!r}: {exc.strerror}") from None
         self._server = pva.PvaMirrorServer()
+        if self.policy is not None:
+            # Mirror records join the ACF's DEFAULT group (pvaccess gives them no other).
+            self.policy.apply(self._server)
         for entry in self.entries:
             self._server.addMirrorRecord(entry.mirror, entry.source, PROTOCOLS[entry.protocol],
                                          entry.queue_size, entry.n_monitors, entry.request)
             self._print(f"mirroring {entry.describe()}")
         self._t0 = self._last_t = time.time()
         self._print(f"mirror server started with {len(self.entries)} channel(s)")
+        names = [e.mirror for e in self.entries]
+        if self.policy is not None and self.policy.active:
+            log.info(self.policy.describe(names) + " (ACF group DEFAULT)")
+        else:
+            log.warning("records served WITHOUT access control (any client may write them): %s;"
+                        " use --access-security-file to protect them", ", ".join(names))
 
     def request_stop(self, *_):
         """Ask :meth:`run` to return (safe from signal handlers)."""
