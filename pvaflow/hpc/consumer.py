@@ -315,9 +315,11 @@ class Consumer(CommandsMixin):
         """Run until runtime, ``stop`` or a signal; return the exit code."""
         self.start()
         c = self.config
-        period = c.report_period if c.report_period > 0 else c.status_period
+        reporting = c.report_period > 0
+        period = min(c.status_period, c.report_period) if reporting else c.status_period
         deadline = self.started_at + c.runtime if c.runtime > 0 else math.inf
         next_tick = time.time() + period
+        next_report = time.time() + c.report_period if reporting else math.inf
         while not self._stop_requested:
             now = time.time()
             if now >= deadline:
@@ -329,9 +331,13 @@ class Consumer(CommandsMixin):
                 request = None
             if request is not None and request is not _STOP:
                 self._execute(request)
-            if time.time() >= next_tick:
+            now = time.time()
+            if now >= next_tick:
                 next_tick += period
-                self._tick(report=c.report_period > 0)
+                report = now >= next_report
+                if report:
+                    next_report += c.report_period
+                self._tick(report=report)
         return self.shutdown()
 
     def shutdown(self):

@@ -15,6 +15,7 @@ class StatsReporter:
         self.config = config
         self.sections = set(config.report_stats)
         self.print_reports = True  # a supervised child reports to its parent instead
+        self._progress_width = 0
         self._stats_file = open(config.stats_file, "a") if config.stats_file else None
         self.begin(time.time())
 
@@ -107,12 +108,39 @@ class StatsReporter:
             self._stats_file.flush()
 
     def periodic(self, stats, print_it):
-        if print_it and self.print_reports:
+        """A report (and a stats-file line) when due; on a terminal, a live progress line."""
+        if not self.print_reports:
+            return
+        if print_it:
+            self._end_progress()
             print(self.format(stats), flush=True, file=sys.stdout)
             self._write(stats, False)
+        elif self.live:
+            self._progress(stats)
+
+    @property
+    def live(self):
+        return sys.stdout.isatty()
+
+    def _progress(self, stats):
+        c, r, p = self.consumer, stats["receiverStats"], stats["processorStats"]
+        runtime = self.config.runtime
+        left = f" / {runtime:.0f} s" if runtime > 0 else ""
+        line = (f"[{c.kind} {stats[c.id_field]}] {stats['runtime']:.0f} s{left}  processed"
+                f" {p['nProcessed']} ({p['periodProcessedRate']:.0f}/s)  missed {r['nMissed']}"
+                f"  rejected {r['nRejected']}  errors {p['nErrors']}")
+        sys.stdout.write("\r" + line[:200].ljust(self._progress_width))
+        sys.stdout.flush()
+        self._progress_width = len(line[:200])
+
+    def _end_progress(self):
+        if self._progress_width:
+            sys.stdout.write("\n")
+            self._progress_width = 0
 
     def final(self, stats):
         if self.print_reports:
+            self._end_progress()
             print(self.format(stats, final=True), flush=True, file=sys.stdout)
         self._write(stats, True)
         if self._stats_file is not None:
