@@ -7,6 +7,8 @@ and long names and meanings, with these differences:
   rate line is printed every period, none when <= 0;
 * ``-dc/--disable-curses`` is accepted and does nothing (no curses here);
 * ``--summary-file PATH`` writes a JSON summary when publishing ends;
+* ``--codec lz4|blosc|bslz4`` publishes compressed frames, as areaDetector's
+  NDPluginCodec writes them;
 * the pvapy options for CA/PVA metadata PVs, notification PVs, compressed
   HDF5 chunks and fabio/raw-binary inputs are not provided.
 
@@ -88,6 +90,9 @@ def build_parser():
              " a second Ctrl-C ends it.")
     add("-rp", "--report-period", dest="report_period", type=float, default=1.0,
         help="Seconds between rate reports (default: 1); <= 0 prints only the summary.")
+    add("--codec", dest="codec", default=None, choices=("lz4", "blosc", "bslz4"),
+        help="Publish the frames compressed with this codec, as areaDetector's"
+             " NDPluginCodec does (needs the imagecodecs package).")
     add("--summary-file", dest="summary_file", default=None, metavar="PATH",
         help="Write a JSON summary (published, first_id, last_id, elapsed_s, rate, ...)"
              " to PATH when publishing ends.")
@@ -129,6 +134,7 @@ def _body(args):
     config = SimConfig(channel=args.channel_name, frame_rate=args.frame_rate,
                        runtime=args.runtime, start_delay=args.start_delay,
                        shutdown_delay=args.shutdown_delay, report_period=args.report_period,
+                       codec=args.codec,
                        cache_size=args.cache_size, summary_file=args.summary_file)
     if not config.channel:
         raise ConfigurationError("the channel name is empty; give one with -cn/--channel-name")

@@ -82,10 +82,13 @@ class _Buffer:
         self.array = np.empty(0, np.uint8)
         self.n_allocations = 0
 
-    def get(self, nbytes):
-        """Return a writable uint8 array of ``nbytes`` (a view of the kept buffer)."""
+    def get(self, nbytes, reserve=0):
+        """Return a writable uint8 array of ``nbytes`` (a view of the kept buffer).
+
+        When the buffer must grow, it grows to at least ``reserve`` bytes.
+        """
         if nbytes > self.array.size:
-            self.array = np.empty(nbytes, np.uint8)
+            self.array = np.empty(max(nbytes, reserve), np.uint8)
             self.n_allocations += 1
         return self.array[:nbytes]
 
@@ -240,7 +243,8 @@ class Decoder:
             return
         # Otherwise one call: the blocks are laid out as in an HDF5 LZ4 chunk.
         length = sum(sizes[0::2]) + 4 * (len(sizes) // 2)
-        packed = self._packed.get(_HEADER_BYTES + length)
+        # Room for any compressed size of this frame size, so same-size frames reuse it.
+        packed = self._packed.get(_HEADER_BYTES + length, done + done // 64 + 4096)
         packed[:8] = np.frombuffer(done.to_bytes(8, "big"), np.uint8)
         packed[8:12] = np.frombuffer(block_bytes.to_bytes(4, "big"), np.uint8)
         packed[_HEADER_BYTES:] = np.frombuffer(view, np.uint8, length)
@@ -310,9 +314,10 @@ class Encoder:
         return self._ic.lz4_encode(memoryview(flat), out=out)
 
     def _blosc(self, flat, itemsize, out):
-        return self._ic.blosc_encode(memoryview(flat), self.level, compressor=self.blosc_compressor,
-                                     shuffle=self.shuffle, typesize=itemsize,
-                                     numthreads=self.numthreads, out=out)
+        # imagecodecs takes the type size from the array's items: give it typed elements.
+        return self._ic.blosc_encode(flat.view(f"u{itemsize}"), self.level,
+                                     compressor=self.blosc_compressor, shuffle=self.shuffle,
+                                     typesize=itemsize, numthreads=self.numthreads, out=out)
 
     def _bslz4(self, flat, itemsize, out):
         ic = self._ic

@@ -353,11 +353,25 @@ class FrameSet:
             source.close()
 
 
-def build_frame(image, color_mode):
-    """Build the NTNDArray of one frame (uniqueId 0, no time stamp): one pixel copy."""
+def build_frame(image, color_mode, encoder=None):
+    """Build the NTNDArray of one frame (uniqueId 0, no time stamp): one pixel copy.
+
+    With an ``encoder`` (see :func:`make_encoder`) the frame holds the
+    compressed pixels, as areaDetector's NDPluginCodec publishes them.
+    """
     try:
         nt = new_ntndarray(image, unique_id=0, color_mode=color_mode)
+        if encoder is not None:
+            encoder.fill(nt, image)
     except FrameFormatError as exc:
         raise ConfigurationError(str(exc)) from None
     nt.setString("descriptor", DESCRIPTOR)
     return nt
+
+
+def make_encoder(codec):
+    """The encoder of ``--codec`` (lz4, blosc or bslz4), or None for raw frames."""
+    if not codec:
+        return None
+    from pvaflow.hpc.codecs import Encoder  # pylint: disable=import-outside-toplevel
+    return Encoder(codec)

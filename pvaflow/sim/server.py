@@ -32,7 +32,7 @@ from itertools import cycle
 import pvaccess as pva
 
 from pvaflow.hpc.errors import ConfigurationError
-from pvaflow.sim.frames import build_frame
+from pvaflow.sim.frames import build_frame, make_encoder
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class SimConfig:
     report_period: float = 1.0
     cache_size: int = 1000
     summary_file: str = None
+    codec: str = None
 
 
 def _physical_memory():
@@ -73,6 +74,7 @@ class SimServer:
         self.config = config
         self.out = out or sys.stdout
         self.streaming = len(frame_set) > config.cache_size
+        self._encoder = make_encoder(config.codec)
         self.cached = min(len(frame_set), config.cache_size)
         self._check_memory()
         self.published = 0
@@ -114,7 +116,7 @@ class SimServer:
             first_image = next(frames)
         except (OSError, ValueError, KeyError) as exc:
             raise ConfigurationError(f"cannot read the first frame: {exc}") from None
-        first = build_frame(first_image, self.frames.color_mode)
+        first = build_frame(first_image, self.frames.color_mode, self._encoder)
         self._frames_iter = frames
         self._pending = [first]
         self._server = pva.PvaServer()
@@ -134,7 +136,7 @@ class SimServer:
         for image in self._frames_iter:
             if self._stop.is_set():
                 break
-            cache.append(build_frame(image, color_mode))
+            cache.append(build_frame(image, color_mode, self._encoder))
         return cache
 
     def _produce(self):
@@ -146,7 +148,7 @@ class SimServer:
             for image in self._frames_iter:
                 if self._stop.is_set():
                     break
-                self._put(build_frame(image, color_mode))
+                self._put(build_frame(image, color_mode, self._encoder))
         except Exception as exc:  # reported by the publisher as a runtime failure
             log.debug("frame producer failed", exc_info=True)
             self._put(exc)
@@ -321,6 +323,7 @@ class SimServer:
             "frame_shape": list(self.frames.frame_shape),
             "dtype": self.frames.dtype.name,
             "color_mode": int(self.frames.color_mode),
+            "codec": self.config.codec or "",
         }
 
     @staticmethod
