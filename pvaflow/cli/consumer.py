@@ -6,6 +6,7 @@ import signal
 from pvaflow.hpc.consumer import Consumer
 from pvaflow.hpc.fleet import Fleet, RestartPolicy
 from pvaflow.hpc.id_list import parse_id_list
+from pvaflow.hpc.loader import parse_json_object
 from pvaflow.hpc.consumer_config import ConsumerConfig
 
 from . import common, stage_options
@@ -32,8 +33,19 @@ def build_parser():
                         "seconds (frozen); 0: never (default: 30).")
     p.add_argument("-ic", "--input-channel", dest="input_channel", required=True,
                    help="Input channel; '*' becomes the consumer id.")
-    p.add_argument("-im", "--input-mode", dest="input_mode", default="pva", choices=("pva", "ca"),
-                   help="Input protocol: pva (default) or ca.")
+    p.add_argument("-im", "--input-mode", dest="input_mode", default="pva",
+                   help="pva (monitor a remote channel, default), ca, pvas (serve the input record; "
+                        "upstream clients put objects) or rpc (serve an RPC service; each request "
+                        "is one object and its reply says whether it was accepted).")
+    p.add_argument("-ia", "--input-args", dest="input_args", default=None,
+                   help="JSON object of input-mode settings (none are defined for these modes).")
+    p.add_argument("-om", "--output-mode", dest="output_mode", default="pvas",
+                   help="pvas (serve the output record, default), pva (put each object into a "
+                        "remote record) or rpc (send each object as an RPC request).")
+    p.add_argument("-oa", "--output-args", dest="output_args", default=None,
+                   help="JSON object of output-mode settings: pva {\"timeout\": s}; rpc "
+                        "{\"timeout\": s, \"retry\": s, \"retryDelay\": s} (retry: keep resending "
+                        "refused objects for up to this many seconds).")
     stage_options.add_channel_options(p, "consumer")
     p.add_argument("-rqs", "--receiver-queue-size", dest="receiver_queue_size", type=int, default=-1,
                    help="Receiver queue size: <0 process in the receiving thread (default), "
@@ -63,6 +75,8 @@ def build_parser():
 def config_from_args(args):
     return ConsumerConfig(
         **stage_options.common_config_kwargs(args), input_mode=args.input_mode,
+        input_args=parse_json_object(args.input_args, "--input-args"), output_mode=args.output_mode,
+        output_args=parse_json_object(args.output_args, "--output-args"),
         accumulate_objects=args.accumulate_objects, accumulation_timeout=args.accumulation_timeout,
         consumer_id=args.consumer_id, distributor_plugin=args.distributor_plugin,
         distributor_group=args.distributor_group, distributor_set=args.distributor_set,

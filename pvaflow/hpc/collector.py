@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class CollectorConfig(ConsumerConfig):
     KIND = "collector"
+    INPUT_MODES = ("pva", "ca")
     producer_ids: tuple = (1,)
     cache_size: int = 1000
     collector_timeout: float = 1.0

@@ -31,7 +31,11 @@ from .commands import FAILED as _FAILED
 from .commands import CommandsMixin
 from .control import ControlChannel
 from .frame_queue import FrameQueue
+from .errors import ConfigurationError
 from .publisher import ServerPublisher
+from .push_input import ACCEPTED, PvasInput, RpcInput
+from .push_input import REJECTED as NOT_ACCEPTED
+from .push_output import PvaPutOutput, RpcOutput
 from .receiver import MonitorReceiver, build_request
 from .shared_counters import ADMITTED, ERRORS, LAST_ID, MISSED, PROCESSED, REJECTED
 from .stats_report import StatsReporter
@@ -64,7 +68,8 @@ class Consumer(CommandsMixin):
         self.access_policy = AccessPolicy(config.access_security_file, config.access_security_group,
                                           config.access_security_readonly_group,
                                           config.access_security_macros)
-        self.accounting = FrameAccounting(config.id_schedule(), config.skip_initial_updates)
+        push = config.input_mode in ("pvas", "rpc")  # no initial value to skip when pushed to
+        self.accounting = FrameAccounting(config.id_schedule(), 0 if push else config.skip_initial_updates)
         if config.resume_after_id is not None:
             self.accounting.resume_after(config.resume_after_id)
         self.latency = LatencyRecorder()
@@ -94,10 +99,20 @@ class Consumer(CommandsMixin):
         self.shared = None  # counters shared with a supervising parent (fleet.py)
         self.stats_listener = None  # called with each stats dict (fleet.py)
         self.reporter = StatsReporter(self, config)
+        self._input_type = self._pvas_input_type() if config.input_mode == "pvas" else None
+        self._pushed = push
 
     # set-up -----------------------------------------------------------------
     def _resolve_input(self):
         return self.config.resolved("input_channel", "input")
+
+    def _pvas_input_type(self):
+        type_object = self._call_user("getInputPvObjectType")
+        if type_object is _FAILED or not isinstance(type_object, pva.PvObject):
+            raise ConfigurationError(
+                f"input mode 'pvas' needs the input structure: processor {type(self.processor).__name__}"
+                " must define getInputPvObjectType() returning a PvObject (e.g. pvaccess.NtNdArray())")
+        return type_object
 
     def extra_status_types(self):
         """Further status sections (of extensions and subclasses): {name: {field: type}}."""
@@ -130,8 +145,8 @@ class Consumer(CommandsMixin):
         conf = dict(c.processor_args)
         conf.update({
             "processorId": c.consumer_id, "inputChannel": self.input_channel,
-            "inputMode": c.input_mode, "inputArgs": None, "outputChannel": self.output_channel,
-            "outputMode": "pvas", "outputArgs": None, "objectIdField": c.oid_field,
+            "inputMode": c.input_mode, "inputArgs": c.input_args, "outputChannel": self.output_channel,
+            "outputMode": c.output_mode, "outputArgs": c.output_args, "objectIdField": c.oid_field,
             "skipInitialUpdates": c.skip_initial_updates, "objectIdOffset": c.effective_oid_offset(),
             "nSequentialUpdates": c.distributor_updates or 1, "fieldRequest": c.field_request,
         })
@@ -153,8 +168,7 @@ class Consumer(CommandsMixin):
         self.server = pva.PvaServer()
         policy = self.access_policy
         policy.apply(self.server)
-        self.publisher = (ServerPublisher(self.server, self.output_channel, policy)
-                          if self.output_channel else None)
+        self.publisher = self._create_publisher(policy)
         self.processor.pvaServer = self.server
         self.processor.dataPublisher = self.publisher
         if self.status_channel:
@@ -182,8 +196,30 @@ class Consumer(CommandsMixin):
             extension.start()
         self._start_input()
 
+    def _create_publisher(self, policy):
+        c = self.config
+        if not self.output_channel:
+            return None
+        if c.output_mode == "pva":
+            return PvaPutOutput(self.output_channel, c.output_args)
+        if c.output_mode == "rpc":
+            return RpcOutput(self.output_channel, c.output_args)
+        return ServerPublisher(self.server, self.output_channel, policy)
+
     def _start_input(self):
         """Start receiving (subclasses with other inputs override this)."""
+        mode = self.config.input_mode
+        if mode == "pvas":
+            self.receiver = PvasInput(self.server, self.input_channel, self._input_type, self._receive,
+                                      self.access_policy)
+            self._first_update(self._input_type)
+            log.info("serving input record %s (pvas)", self.input_channel)
+            return
+        if mode == "rpc":
+            self.receiver = RpcInput(self.input_channel, self._receive)
+            self.receiver.start()
+            log.info("serving input RPC service %s", self.input_channel)
+            return
         request = build_request(self.config.server_queue_size, self.config.field_request,
                                 self.config.oid_field, self.config.distributor_request())
         self.receiver = MonitorReceiver(self.input_channel, request, self._receive,
@@ -222,23 +258,28 @@ class Consumer(CommandsMixin):
     def _receive(self, pv):
         if self._first:
             self._first_update(pv)
+        q = self.queue
+        if self._pushed and q is not None and q.refuse_if_full():
+            return NOT_ACCEPTED
         acc = self.accounting
         uid = self._get_id(pv, self._oid_field)
         if self._check_empty and not pv.getSelectedUnionFieldName("value"):
             acc.count_empty(uid)
-            return
+            return ACCEPTED
         if not acc.admit(uid):
-            return
+            return ACCEPTED
         shared = self.shared
         if shared is not None:  # a supervised child: keep the parent's copy exact
             shared[ADMITTED] = acc.admitted
             shared[LAST_ID] = uid
             shared[MISSED] = acc.missed
-        q = self.queue
         if q is None:
             self._process(pv)
-        elif not q.put(pv, copy=True) and shared is not None:
-            shared[REJECTED] = q.n_rejected
+        elif not q.put(pv, copy=True):
+            if shared is not None:
+                shared[REJECTED] = q.n_rejected
+            return NOT_ACCEPTED
+        return ACCEPTED
 
     def _process(self, pv):
         with self._lock:

@@ -5,16 +5,24 @@ import dataclasses
 from .accounting import IdSchedule, LearnedIdSchedule
 from .errors import ConfigurationError
 from .naming import resolve_channel
+from .push_output import check_output_args
 
 STATS_SECTIONS = ("receiver", "queue", "processor", "publisher", "user")
+
+
+OUTPUT_MODES = ("pvas", "pva", "rpc")
 
 
 @dataclasses.dataclass
 class ConsumerConfig:
     KIND = "consumer"  # in default channel names: pvapy:<kind>:<id>:<role>
+    INPUT_MODES = ("pva", "ca", "pvas", "rpc")
 
     input_channel: str
     input_mode: str = "pva"
+    input_args: dict = dataclasses.field(default_factory=dict)
+    output_mode: str = "pvas"
+    output_args: dict = dataclasses.field(default_factory=dict)
     output_channel: str = None
     status_channel: str = None
     control_channel: str = None
@@ -52,9 +60,23 @@ class ConsumerConfig:
     resume_after_id: int = None  # set by a supervisor restarting this consumer
 
     def __post_init__(self):
-        if self.input_mode not in ("pva", "ca"):
+        for what, mode, modes in (("input", self.input_mode, self.INPUT_MODES),
+                                  ("output", self.output_mode, OUTPUT_MODES)):
+            if mode == "ejfat":
+                raise ConfigurationError(
+                    f"{what} mode 'ejfat' needs the EJFAT (E2SAR) library, which is not available"
+                    f" here; use one of {', '.join(modes)}")
+            if mode not in modes:
+                raise ConfigurationError(f"{what} mode '{mode}' is not available; use one of"
+                                         f" {', '.join(modes)}")
+        if self.input_args:
             raise ConfigurationError(
-                f"input mode '{self.input_mode}' is not available; use 'pva' or 'ca'")
+                f"--input-args key(s) {', '.join(sorted(self.input_args))} unknown for input mode"
+                f" '{self.input_mode}'; this mode takes none")
+        check_output_args(self.output_mode, self.output_args)
+        if self.output_mode != "pvas" and not self.output_channel:
+            raise ConfigurationError(f"output mode '{self.output_mode}' needs -oc: the remote channel"
+                                     " to send objects to")
         unknown = set(self.report_stats) - set(STATS_SECTIONS)
         if unknown:
             raise ConfigurationError(

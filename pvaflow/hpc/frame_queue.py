@@ -22,6 +22,14 @@ class FrameQueue:
     def __len__(self):
         return len(self._items)
 
+    def refuse_if_full(self):
+        """For pushed input: True (and counted) when full, before anything else is done,
+        so that the sender's retry of the same object is not taken for a duplicate."""
+        if self.max_length and len(self._items) >= self.max_length:
+            self.n_rejected += 1
+            return True
+        return False
+
     def put(self, item, copy=False):
         """Queue ``item`` (or ``item.copy()``); return False, and count it, when full.
 

@@ -49,7 +49,8 @@ class StatsReporter:
             "latencyP50Ms": 1e3 * p50, "latencyP99Ms": 1e3 * p99,
             "latencyMaxMs": 1e3 * c.latency.maximum, "lastError": c.last_error[:500],
         }
-        publisher = {"nPublished": 0, "nErrors": 0, "publishedRate": 0.0}
+        publisher = {"nPublished": 0, "nErrors": 0, "nRejected": 0, "nRetried": 0, "nDropped": 0,
+                     "waitSeconds": 0.0, "publishedRate": 0.0}
         if c.publisher is not None:
             publisher.update(c.publisher.stats())
             publisher["publishedRate"] = publisher["nPublished"] / elapsed
@@ -92,8 +93,11 @@ class StatsReporter:
             lines.append(f"  queue {len(c.queue)}/{size} peak {q['peak']} queued {q['nQueued']}"
                          f" rejected {q['nRejected']}")
         if "publisher" in self.sections and c.publisher is not None:
-            lines.append(f"  published {pub['nPublished']} ({pub['publishedRate']:.1f}/s)"
-                         f" errors {pub['nErrors']}")
+            line = f"  published {pub['nPublished']} ({pub['publishedRate']:.1f}/s) errors {pub['nErrors']}"
+            if self.config.output_mode != "pvas":
+                line += (f" refused {pub['nRejected']} retried {pub['nRetried']} dropped {pub['nDropped']}"
+                         f" waited {pub['waitSeconds']:.2f} s")
+            lines.append(line)
         lines.extend(c.extra_report_lines(stats))
         if "user" in self.sections and stats["userStats"]:
             lines.append("  user " + " ".join(f"{k}={_short(v)}" for k, v in stats["userStats"].items()))

@@ -14,7 +14,9 @@ PROCESSOR_TYPES = {
     "periodProcessedRate": pva.DOUBLE, "meanProcessUs": pva.DOUBLE, "latencyP50Ms": pva.DOUBLE,
     "latencyP99Ms": pva.DOUBLE, "latencyMaxMs": pva.DOUBLE, "lastError": pva.STRING,
 }
-PUBLISHER_TYPES = {"nPublished": pva.ULONG, "nErrors": pva.ULONG, "publishedRate": pva.DOUBLE}
+PUBLISHER_TYPES = {"nPublished": pva.ULONG, "nErrors": pva.ULONG, "nRejected": pva.ULONG,
+                   "nRetried": pva.ULONG, "nDropped": pva.ULONG, "waitSeconds": pva.DOUBLE,
+                   "publishedRate": pva.DOUBLE}
 
 SECTIONS = ("receiverStats", "queueStats", "processorStats", "publisherStats", "userStats")
 
