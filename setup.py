@@ -9,9 +9,10 @@ HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "pvaflow" / "__init__.py").read_text()).group(1)
 
 EXTRAS = {
-    "hdf5": ["h5py>=3.8"],
-    "files": ["pillow>=9"],
-    "crypto": ["pycryptodome>=3.18", "rsa>=4.9"],
+    "codecs": ["imagecodecs>=2023.1.23"],
+    "hdf5": ["h5py>=3.8", "hdf5plugin>=4.0"],
+    "files": ["pillow>=9", "tifffile>=2023.1"],
+    "crypto": ["pycryptodome>=3.18"],
     "ssnet": ["torch>=2.1"],
 }
 EXTRAS["test"] = [
@@ -19,7 +20,10 @@ EXTRAS["test"] = [
     "pytest-timeout>=2.1",
     "p4p>=4.1",
     "psutil>=5.9",
-] + EXTRAS["hdf5"]
+    # independent implementations the codec tests compare against
+    "lz4>=4",
+    "bitshuffle>=0.5",
+] + EXTRAS["hdf5"] + EXTRAS["codecs"] + EXTRAS["files"] + EXTRAS["crypto"]
 EXTRAS["bench"] = EXTRAS["test"] + ["matplotlib>=3.6"]
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "ssnet" for req in reqs}
                        | set(EXTRAS["ssnet"]))
