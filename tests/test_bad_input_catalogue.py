@@ -49,7 +49,7 @@ CASES = [
     ("pvapy-hpc-consumer", ["-ic", "x", "-sc", "st\"atus"], "invalid status channel name"),
     ("pvapy-hpc-consumer", ["-ic", "x", "-cc", ""], "invalid control channel name"),
     ("pvapy-hpc-consumer", ["-ic", "x", "-ll", "chatty"], "invalid choice"),
-    ("pvapy-hpc-consumer", ["-ic", "x", "-im", "rpc"], "invalid choice"),
+    ("pvapy-hpc-consumer", ["-ic", "x", "-im", "udp"], "input mode 'udp' is not available"),
     ("pvapy-hpc-consumer", ["-ic", "x", "-du", "many"], "is not a valid int"),
     ("pvapy-hpc-consumer", ["-ic", "x", "--access-security-file", "/no/such.acf"], "does not exist"),
     # collector

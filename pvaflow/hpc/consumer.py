@@ -30,13 +30,10 @@ from .consumer_config import ConsumerConfig
 from .commands import FAILED as _FAILED
 from .commands import CommandsMixin
 from .control import ControlChannel
+from .stage_io import StageIOMixin
 from .frame_queue import FrameQueue
-from .errors import ConfigurationError
-from .publisher import ServerPublisher
-from .push_input import ACCEPTED, PvasInput, RpcInput
+from .push_input import ACCEPTED
 from .push_input import REJECTED as NOT_ACCEPTED
-from .push_output import PvaPutOutput, RpcOutput
-from .receiver import MonitorReceiver, build_request
 from .shared_counters import ADMITTED, ERRORS, LAST_ID, MISSED, PROCESSED, REJECTED
 from .stats_report import StatsReporter
 from .status import fill_status, status_record_type
@@ -48,7 +45,7 @@ _clock = time.perf_counter
 _now = time.time
 
 
-class Consumer(CommandsMixin):
+class Consumer(StageIOMixin, CommandsMixin):
     """A single consumer process's engine. See the module docstring."""
 
     kind = "consumer"
@@ -105,14 +102,6 @@ class Consumer(CommandsMixin):
     # set-up -----------------------------------------------------------------
     def _resolve_input(self):
         return self.config.resolved("input_channel", "input")
-
-    def _pvas_input_type(self):
-        type_object = self._call_user("getInputPvObjectType")
-        if type_object is _FAILED or not isinstance(type_object, pva.PvObject):
-            raise ConfigurationError(
-                f"input mode 'pvas' needs the input structure: processor {type(self.processor).__name__}"
-                " must define getInputPvObjectType() returning a PvObject (e.g. pvaccess.NtNdArray())")
-        return type_object
 
     def extra_status_types(self):
         """Further status sections (of extensions and subclasses): {name: {field: type}}."""
@@ -196,37 +185,6 @@ class Consumer(CommandsMixin):
             extension.start()
         self._start_input()
 
-    def _create_publisher(self, policy):
-        c = self.config
-        if not self.output_channel:
-            return None
-        if c.output_mode == "pva":
-            return PvaPutOutput(self.output_channel, c.output_args)
-        if c.output_mode == "rpc":
-            return RpcOutput(self.output_channel, c.output_args)
-        return ServerPublisher(self.server, self.output_channel, policy)
-
-    def _start_input(self):
-        """Start receiving (subclasses with other inputs override this)."""
-        mode = self.config.input_mode
-        if mode == "pvas":
-            self.receiver = PvasInput(self.server, self.input_channel, self._input_type, self._receive,
-                                      self.access_policy)
-            self._first_update(self._input_type)
-            log.info("serving input record %s (pvas)", self.input_channel)
-            return
-        if mode == "rpc":
-            self.receiver = RpcInput(self.input_channel, self._receive)
-            self.receiver.start()
-            log.info("serving input RPC service %s", self.input_channel)
-            return
-        request = build_request(self.config.server_queue_size, self.config.field_request,
-                                self.config.oid_field, self.config.distributor_request())
-        self.receiver = MonitorReceiver(self.input_channel, request, self._receive,
-                                        self.accounting.expect_initial_update, self.config.input_mode)
-        self.receiver.start()
-        log.info("consuming %s with request %s", self.input_channel, request)
-
     def _call_user(self, method, *args, report=False):
         """Call a processor method outside the per-frame path, surviving errors."""
         try:
@@ -240,21 +198,6 @@ class Consumer(CommandsMixin):
             return _FAILED
 
     # per-frame path ----------------------------------------------------------
-    def _first_update(self, pv):
-        """Learn the input structure once: id getter, empty check, output record."""
-        types = pv.getIntrospectionDict()
-        field = self.config.oid_field
-        node = types
-        for part in field.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        getter = _GETTERS.get(node)
-        self._get_id = getattr(pva.PvObject, getter) if getter else _generic_getter(field)
-        self._check_empty = isinstance(types.get("value"), tuple)
-        self._has_timestamp = isinstance(types.get("timeStamp"), dict)
-        if self.publisher is not None:
-            self._create_output(pv)  # the initial value already has the input structure
-        self._first = False
-
     def _receive(self, pv):
         if self._first:
             self._first_update(pv)
@@ -305,17 +248,6 @@ class Consumer(CommandsMixin):
         self.last_error = f"{type(exc).__name__}: {exc}"
         if self.n_errors == 1:
             log.error("processor raised on a frame (later errors are summarised)", exc_info=True)
-
-    def _create_output(self, pv):
-        try:
-            type_object = self.processor.getOutputPvObjectType(pv)
-        except Exception as exc:
-            self._count_error(exc)
-            type_object = None
-        if type_object is not None:
-            self.publisher.create_record(type_object)
-        else:
-            self.publisher._created = True  # the processor publishes nothing
 
     def _work(self):
         """Worker thread: drain the receiver queue through the processor."""
@@ -417,16 +349,3 @@ class Consumer(CommandsMixin):
     def stats(self):
         """The nested statistics dict (also the status record's content)."""
         return self.reporter.collect()
-
-
-
-_GETTERS = {
-    pva.INT: "getInt", pva.UINT: "getUInt", pva.LONG: "getLong", pva.ULONG: "getULong",
-    pva.SHORT: "getShort", pva.USHORT: "getUShort", pva.BYTE: "getByte", pva.UBYTE: "getUByte",
-}
-
-
-def _generic_getter(field):
-    def get(pv, _field):
-        return int(pv[field])
-    return get
