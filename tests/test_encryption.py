@@ -335,3 +335,22 @@ def test_tampered_objects_on_the_network_are_counted(procs, prefix, tmp_path, ke
     user = final["userStats"]
     assert user["nDecrypted"] == 10 and user["nRejected"] == 10
     assert final["processorStats"]["nErrors"] == 10 and "rejected" in final["processorStats"]["lastError"]
+
+
+def test_keys_made_with_openssl_as_documented(tmp_path):
+    import shutil
+    import subprocess
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    for name in ("receiver", "sender"):
+        subprocess.run(["openssl", "genrsa", "-out", f"{name}_private.pem", "3072"], cwd=tmp_path,
+                       check=True, capture_output=True)
+        subprocess.run(["openssl", "rsa", "-in", f"{name}_private.pem", "-pubout", "-out",
+                        f"{name}_public.pem"], cwd=tmp_path, check=True, capture_output=True)
+    encryptor = Encryptor({"publicKeyFile": str(tmp_path / "receiver_public.pem"),
+                           "signingKeyFile": str(tmp_path / "sender_private.pem")})
+    decryptor = Decryptor({"privateKeyFile": str(tmp_path / "receiver_private.pem"),
+                           "verifyKeyFile": str(tmp_path / "sender_public.pem")})
+    image = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    decrypted = decryptor.decrypt(encryptor.encrypt(ntndarray.new_ntndarray(image, unique_id=1)))
+    assert np.array_equal(ntndarray.image_view(decrypted), image)
