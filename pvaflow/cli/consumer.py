@@ -41,11 +41,13 @@ def build_parser():
                    help="JSON object of input-mode settings (none are defined for these modes).")
     p.add_argument("-om", "--output-mode", dest="output_mode", default="pvas",
                    help="pvas (serve the output record, default), pva (put each object into a "
-                        "remote record) or rpc (send each object as an RPC request).")
+                        "remote record), rpc (send each object as an RPC request) or scatter (rpc to "
+                        "whichever of several receivers has room; -oc with '*', targets in -oa).")
     p.add_argument("-oa", "--output-args", dest="output_args", default=None,
                    help="JSON object of output-mode settings: pva {\"timeout\": s}; rpc "
                         "{\"timeout\": s, \"retry\": s, \"retryDelay\": s} (retry: keep resending "
-                        "refused objects for up to this many seconds).")
+                        "refused objects for up to this many seconds); scatter {\"targets\": \"1-3\", "
+                        "\"timeout\": s, \"retry\": s}.")
     stage_options.add_channel_options(p, "consumer")
     p.add_argument("-rqs", "--receiver-queue-size", dest="receiver_queue_size", type=int, default=-1,
                    help="Receiver queue size: <0 process in the receiving thread (default), "

@@ -10,7 +10,7 @@ from .push_output import check_output_args
 STATS_SECTIONS = ("receiver", "queue", "processor", "publisher", "user")
 
 
-OUTPUT_MODES = ("pvas", "pva", "rpc")
+OUTPUT_MODES = ("pvas", "pva", "rpc", "scatter")
 
 
 @dataclasses.dataclass

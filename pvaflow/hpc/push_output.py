@@ -21,7 +21,8 @@ import pvaccess as pva
 
 from .errors import ConfigurationError
 
-OUTPUT_ARG_KEYS = {"pva": {"timeout"}, "rpc": {"timeout", "retry", "retryDelay"}}
+OUTPUT_ARG_KEYS = {"pva": {"timeout"}, "rpc": {"timeout", "retry", "retryDelay"},
+                   "scatter": {"timeout", "retry", "targets"}}
 
 
 def check_output_args(mode, args):
@@ -31,7 +32,7 @@ def check_output_args(mode, args):
         raise ConfigurationError(
             f"--output-args key(s) {', '.join(unknown)} unknown for output mode '{mode}';"
             f" allowed: {', '.join(sorted(allowed)) or 'none'}")
-    for key in allowed & set(args):
+    for key in allowed & set(args) - {"targets"}:
         value = args[key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ConfigurationError(f"--output-args '{key}' must be a number >= 0, got {value!r}")
@@ -122,3 +123,81 @@ class RpcOutput(_PushOutput):
             self.n_retried += 1
             delay = min(delay * 2, 0.05)
         self.n_dropped += 1
+
+
+class ScatterOutput(_PushOutput):
+    """Load-aware scatter over several ``rpc`` receivers.
+
+    Each object goes to the next target (round robin) whose queue has room:
+    a target that refuses (queue full) or fails is skipped for this object
+    and the next one is tried; the object is dropped only when every target
+    refused it (after ``retry`` seconds of further rounds, when given).
+    Per-target counters: sent, skipped (refused or failed), errors.
+    """
+
+    def __init__(self, channel_pattern, args):
+        super().__init__(channel_pattern, args)
+        targets = args.get("targets")
+        if not targets:
+            raise ConfigurationError(
+                "output mode 'scatter' needs --output-args '{\"targets\": \"1-3\"}': the ids that"
+                " replace '*' in -oc (the downstream rpc input channels)")
+        from .id_list import parse_id_list
+        ids = parse_id_list(str(targets))
+        if "*" not in channel_pattern:
+            raise ConfigurationError(
+                f"output mode 'scatter' needs a '*' in -oc for the target id, got '{channel_pattern}'")
+        self.targets = [RpcOutput(channel_pattern.replace("*", str(i)), {"timeout": self.timeout})
+                        for i in ids]
+        self.target_ids = ids
+        self.retry = float(args.get("retry", 0.0))
+        self._next = 0
+        self._sent = [0] * len(ids)
+        self._skipped = [0] * len(ids)
+
+    def reset_stats(self):
+        super().reset_stats()
+        n = len(getattr(self, "target_ids", ()))
+        self._sent = [0] * n
+        self._skipped = [0] * n
+
+    def _try(self, index, pvObject):
+        target = self.targets[index]
+        try:
+            reply = target._invoke(pvObject)
+        except Exception as exc:
+            target._client = None
+            self.n_errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            return False
+        return reply.getInt("status") == 0
+
+    def updateOutputChannel(self, pvObject):
+        n = len(self.targets)
+        deadline = None
+        while True:
+            for step in range(n):
+                index = (self._next + step) % n
+                if self._try(index, pvObject):
+                    self._sent[index] += 1
+                    self._next = (index + 1) % n
+                    self.n_published += 1
+                    return
+                self._skipped[index] += 1
+                self.n_rejected += 1
+            if self.retry <= 0:
+                break
+            now = time.monotonic()
+            deadline = deadline or now + self.retry
+            if now >= deadline:
+                break
+            time.sleep(0.001)
+            self.wait_seconds += 0.001
+            self.n_retried += 1
+        self.n_dropped += 1
+
+    def stats(self):
+        stats = super().stats()
+        stats["targets"] = {str(t): {"nSent": s, "nSkipped": k}
+                            for t, s, k in zip(self.target_ids, self._sent, self._skipped)}
+        return stats

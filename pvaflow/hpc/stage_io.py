@@ -11,7 +11,7 @@ from .commands import FAILED
 from .errors import ConfigurationError
 from .publisher import ServerPublisher
 from .push_input import PvasInput, RpcInput
-from .push_output import PvaPutOutput, RpcOutput
+from .push_output import PvaPutOutput, RpcOutput, ScatterOutput
 from .receiver import MonitorReceiver, build_request
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ class StageIOMixin:
             return PvaPutOutput(self.output_channel, c.output_args)
         if c.output_mode == "rpc":
             return RpcOutput(self.output_channel, c.output_args)
+        if c.output_mode == "scatter":
+            return ScatterOutput(c.output_channel, c.output_args)
         return ServerPublisher(self.server, self.output_channel, policy)
 
     def _start_input(self):

@@ -98,6 +98,8 @@ class StatsReporter:
                 line += (f" refused {pub['nRejected']} retried {pub['nRetried']} dropped {pub['nDropped']}"
                          f" waited {pub['waitSeconds']:.2f} s")
             lines.append(line)
+            for target, t in pub.get("targets", {}).items():
+                lines.append(f"    target {target}: sent {t['nSent']} skipped {t['nSkipped']}")
         lines.extend(c.extra_report_lines(stats))
         if "user" in self.sections and stats["userStats"]:
             lines.append("  user " + " ".join(f"{k}={_short(v)}" for k, v in stats["userStats"].items()))

@@ -41,6 +41,9 @@ def status_record_type(id_field, user_types):
 def fill_status(record, stats, user_keys):
     """Copy ``stats`` (the consumer's nested dict) into ``record``."""
     values = {k: v for k, v in stats.items() if k not in ("userStats", "final")}
+    for section, types in (("receiverStats", RECEIVER_TYPES), ("queueStats", QUEUE_TYPES),
+                           ("processorStats", PROCESSOR_TYPES), ("publisherStats", PUBLISHER_TYPES)):
+        values[section] = {k: v for k, v in values[section].items() if k in types}
     user = stats.get("userStats") or {}
     values["userStats"] = {k: user[k] for k in user_keys if k in user}
     values["timeStamp"] = pva.PvTimeStamp(stats["statusTime"])
