@@ -19,10 +19,10 @@ consumer's output channel. With ``{"channelPerTile": true}`` tile ``k`` is
 published on ``<outputChannel>:<k+1>`` instead (records the splitter
 creates on its own server), so ``R*C`` consumers started with
 ``-ic <outputChannel>:* -nc R*C`` each take one tile of every frame. (A
-single channel cannot spread the tiles: the tiles of one frame share their
-``uniqueId``, so a consumer that gets two of them drops the second as a
-duplicate, and the distributor's ``uniqueId`` trigger sends all of them to
-the same consumer.)
+single channel cannot spread the tiles: they share their ``uniqueId``, so a
+consumer that gets several drops all but the first as duplicates, and the
+distributor passes on only the first update of each ``uniqueId``, so the
+other tiles reach no consumer at all.)
 
 :class:`TileStitcher` runs in a collector started with
 ``--objects-per-id R*C`` (the tiles of one id then arrive together) and
@@ -94,7 +94,9 @@ class TileSplitter(UserDataProcessor):
     """Publish every mono 2-D frame as ``rows`` x ``cols`` tiles (see the module docstring).
 
     Arguments: ``rows`` and ``cols`` (ints >= 1, default 2; ``configure``
-    may change them), ``channelPerTile`` (bool, default false).
+    may change them, and the collector's ``--objects-per-id`` must follow),
+    ``channelPerTile`` (bool, default false; fixed). Tile channels a smaller
+    layout no longer uses keep their last value.
     """
 
     def __init__(self, configDict=None):
