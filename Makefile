@@ -12,7 +12,9 @@ $(VENV)/.stamp-base: setup.py
 	$(VPY) -m pip install -q -e .
 	touch $@
 
+# torch is pinned to the CPU build on this platform's disk (a range would pull a CUDA build).
 $(VENV)/.stamp-test: $(VENV)/.stamp-base
+	$(VPY) -m pip install -q torch==2.13.0
 	$(VPY) -m pip install -q -e '.[test]'
 	touch $@
 
