@@ -9,7 +9,7 @@ import sys
 import pytest
 from p4p.client.thread import Context
 
-from conftest import REPO, read, wait_for
+from conftest import REPO, wait_for
 
 ACF = """
 UAG(OPERATORS) {%s}

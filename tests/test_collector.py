@@ -24,13 +24,14 @@ def test_fleet_to_collector_output_is_ordered_and_complete(procs, prefix, tmp_pa
     wait_for(lambda: read_stats_lines(stats), 15, message="collector running")
     ctx = Context("pva")
     try:
-        ctx.monitor(f"{prefix}:merged", lambda v: merged.append(int(v.uniqueId)),
+        subscription = ctx.monitor(f"{prefix}:merged", lambda v: merged.append(int(v.uniqueId)),
                     request="record[queueSize=2000]field(uniqueId)", notify_disconnect=False)
         rc, _, err = procs.wait(source, 40)
         assert rc == 0, err
         published = json.loads(read(summary))["published"]
         rc, out, err = procs.wait(collector, 40)
         assert rc == 0, err
+        subscription.close()  # (keeping the reference: p4p stops a collected subscription)
     finally:
         ctx.close()
     final = read_stats_lines(stats)[-1]

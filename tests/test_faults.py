@@ -108,8 +108,9 @@ def test_downstream_client_leaving_mid_stream_changes_nothing(procs, prefix, tmp
              message="connected")
     seen = []
     ctx = Context("pva")
-    ctx.monitor(f"{prefix}:out", lambda v: seen.append(1), request="field(uniqueId)")
+    subscription = ctx.monitor(f"{prefix}:out", lambda v: seen.append(1), request="field(uniqueId)")
     wait_for(lambda: len(seen) > 100, 15, message="client receiving")
+    subscription.close()
     ctx.close()                                  # the downstream client goes away mid-stream
     n = published(procs, source, summary)
     time.sleep(0.5)

@@ -378,10 +378,7 @@ def test_consumer_reads_another_consumers_output(procs, prefix, tmp_path, reader
     assert_same_frames(reader, f"{prefix}:img", f"{prefix}:s2", published)
 
 
-# framework issues found here ---------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="pvaflow.hpc.consumer.Consumer._receive: an empty initial value "
-                   "(no data selected) is counted as empty without using up --skip-initial-updates, so "
-                   "the first real frame published after the connection is skipped instead")
+# framework issues found here (fixed) -------------------------------------------------------
 def test_empty_initial_value_does_not_cost_the_first_frame(procs, prefix, tmp_path):
     """A stage whose output record starts empty (e.g. created from pva.NtNdArray()): a
     consumer connected before the first frame must still process every frame."""
@@ -400,5 +397,6 @@ def test_empty_initial_value_does_not_cost_the_first_frame(procs, prefix, tmp_pa
         final = final_stats(procs, consumer, stats)
         server.stop()
     r = final["receiverStats"]
-    assert (r["nEmpty"], r["firstId"]) == (1, 1), r
+    # the empty initial value is the skipped initial update, not an empty frame
+    assert (r["nSkipped"], r["nEmpty"], r["firstId"]) == (1, 0, 1), r
     assert final["processorStats"]["nProcessed"] == 5, r

@@ -204,8 +204,15 @@ class FrameAccounting:
         self.last_id = uid
 
     def count_empty(self, uid):
-        """An update without data: counted as empty; its id still marks the position."""
+        """An update without data: counted as empty; its id still marks the position.
+
+        An empty record's value at connection time is the initial update: it uses up
+        the skip, so the first real frame is not skipped in its place."""
         self.received += 1
+        if self._to_skip:
+            self._to_skip -= 1
+            self.skipped += 1
+            return
         self.empty += 1
         last = self.last_id
         if last is not None and uid > last:
