@@ -133,3 +133,14 @@ def test_id_lists(spec, ids):
 def test_bad_id_lists(spec):
     with pytest.raises(ConfigurationError):
         parse_id_list(spec)
+
+
+def test_cuda_devices_are_assigned_one_per_consumer(procs, prefix, tmp_path):
+    stats_file = tmp_path / "fleet.jsonl"
+    fleet = procs.consumer("-ic", f"{prefix}:img", "-nc", 3, "--cuda-devices", "0,1",
+                           "-pf", os.path.join(PROCESSORS, "env_reporter.py"), "-pc", "EnvReporter",
+                           "-rt", 4, "-rp", 1, "--stats-file", stats_file)
+    rc, final, out, err = final_fleet(procs, fleet, stats_file)
+    assert rc == 0, err
+    seen = {cid: child["userStats"]["cudaVisibleDevices"] for cid, child in final["children"].items()}
+    assert seen == {"1": "0", "2": "1", "3": "0"}

@@ -1,6 +1,7 @@
 """pvapy-hpc-consumer: receive, process and publish a stream of PV updates."""
 
 import dataclasses
+import os
 import signal
 
 from pvaflow.hpc.consumer import Consumer
@@ -8,6 +9,7 @@ from pvaflow.hpc.fleet import Fleet, RestartPolicy
 from pvaflow.hpc.id_list import parse_id_list
 from pvaflow.hpc.loader import parse_json_object
 from pvaflow.hpc.consumer_config import ConsumerConfig
+from pvaflow.hpc.errors import ConfigurationError
 
 from . import common, stage_options
 
@@ -28,6 +30,9 @@ def build_parser():
                    help="Restarts of a dead consumer process before it is given up (default: 5).")
     p.add_argument("--restart-backoff", dest="restart_backoff", type=nonneg, default=1.0,
                    help="Seconds before the first restart, doubled each time (default: 1).")
+    p.add_argument("--cuda-devices", dest="cuda_devices", default=None,
+                   help="GPUs for the consumer processes, e.g. '0,1,2,3': each process sees one "
+                        "(CUDA_VISIBLE_DEVICES), assigned in turn.")
     p.add_argument("--unresponsive-timeout", dest="unresponsive_timeout", type=nonneg, default=30.0,
                    help="Kill and restart a consumer process that sent no status for this many "
                         "seconds (frozen); 0: never (default: 30).")
@@ -87,6 +92,16 @@ def config_from_args(args):
     )
 
 
+def parse_devices(text):
+    """'0,1' -> ['0', '1'] (device ids or UUIDs, passed on as they are)."""
+    if text is None:
+        return None
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices or any(not d.replace("-", "").isalnum() for d in devices):
+        raise ConfigurationError(f"--cuda-devices '{text}' is not a comma list of device ids, e.g. '0,1'")
+    return devices
+
+
 def consumer_ids(args):
     if args.consumer_id_list:
         return parse_id_list(args.consumer_id_list)
@@ -103,10 +118,14 @@ def _run(args):
             c.__post_init__()  # channel names per id
         fleet = Fleet(configs, RestartPolicy(args.restart_limit, args.restart_backoff,
                                               unresponsive=args.unresponsive_timeout),
-                      args.report_period, args.stats_file, args.log_level, args.log_file)
+                      args.report_period, args.stats_file, args.log_level, args.log_file,
+                      cuda_devices=parse_devices(args.cuda_devices))
         signal.signal(signal.SIGINT, fleet.request_stop)
         signal.signal(signal.SIGTERM, fleet.request_stop)
         return fleet.run()
+    devices = parse_devices(args.cuda_devices)
+    if devices:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices[0]  # before the processor loads CUDA
     config = dataclasses.replace(config, consumer_id=ids[0])
     consumer = Consumer(config)
     signal.signal(signal.SIGINT, consumer.request_stop)

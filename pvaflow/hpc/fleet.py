@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -92,7 +93,7 @@ class _Child:
         self.down_since = None
         self.down_seconds = 0.0
 
-    def start(self, log_level, log_file, resume_after=None):
+    def start(self, log_level, log_file, resume_after=None, cuda_device=None):
         config = dataclasses.replace(self.config, resume_after_id=resume_after,
                                      stats_file=None)
         self.raw = shared_counters.new_shared_counters(self.context)
@@ -100,7 +101,17 @@ class _Child:
         self.process = self.context.Process(
             target=_child_main, name=f"pvaflow-consumer-{self.consumer_id}",
             args=(dataclasses.asdict(config), self.raw, child_conn, log_level, log_file))
-        self.process.start()
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if cuda_device is not None:  # a spawned child inherits the environment at start
+            os.environ["CUDA_VISIBLE_DEVICES"] = cuda_device
+        try:
+            self.process.start()
+        finally:
+            if cuda_device is not None:
+                if saved is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = saved
         child_conn.close()
         self.conn = parent_conn
         self.stats = None
@@ -160,7 +171,7 @@ class Fleet:
     """Runs one consumer process per config and supervises them."""
 
     def __init__(self, configs, policy=None, report_period=0.0, stats_file=None,
-                 log_level=None, log_file=None):
+                 log_level=None, log_file=None, cuda_devices=None):
         self.context = multiprocessing.get_context("spawn")
         self.children = [_Child(c, self.context) for c in configs]
         self.policy = policy or RestartPolicy()
@@ -171,6 +182,13 @@ class Fleet:
         self._stop = False
         self.exit_code = 0
         self.started_at = None
+        self.cuda_devices = list(cuda_devices or [])
+
+    def cuda_device(self, child):
+        """The CUDA_VISIBLE_DEVICES value of ``child`` (one device each, round robin)."""
+        if not self.cuda_devices:
+            return None
+        return self.cuda_devices[self.children.index(child) % len(self.cuda_devices)]
 
     def request_stop(self, *_):
         self._stop = True
@@ -178,7 +196,7 @@ class Fleet:
     def run(self):
         self.started_at = time.monotonic()
         for child in self.children:
-            child.start(self.log_level, self.log_file)
+            child.start(self.log_level, self.log_file, cuda_device=self.cuda_device(child))
         next_report = self.started_at + (self.report_period if self.report_period > 0 else 1e18)
         forwarded = False
         while True:
@@ -213,7 +231,7 @@ class Fleet:
                 resume = None
                 if not child.config.uses_distributor() and child.last_counters["lastId"] > 0:
                     resume = child.last_counters["lastId"]
-                child.start(self.log_level, self.log_file, resume)
+                child.start(self.log_level, self.log_file, resume, self.cuda_device(child))
             return
         if child.state != "running":
             return
@@ -300,7 +318,6 @@ class Fleet:
 
 
 def _kill(pid, signum):
-    import os
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
