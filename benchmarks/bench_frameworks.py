@@ -1,0 +1,411 @@
+"""Benchmarks: pvaflow against pvapy's streaming framework, case by case.
+
+Run all (about 25 minutes on 2 cores; ``make bench`` does this)::
+
+    python -m pytest -m bench benchmarks/bench_frameworks.py -s
+
+or one case, in the smoke mode (``-k case1`` ... ``-k case6``)::
+
+    PVAFLOW_BENCH_QUICK=1 python -m pytest -m bench benchmarks/bench_frameworks.py -s -k case2
+
+Each test prints its part of the table (absolute figures, ratio
+pvaflow/pvapy and, for cases 2-3, the share of the transport ceiling of
+case 1) and merges its results into ``benchmarks/results/results.json``
+and ``results.png``; at the end the whole table of the cases run is
+printed again. Timing goals are read from the output; nothing asserts on
+timing. See ``benchmarks/README.md`` for what each case measures.
+"""
+
+import dataclasses
+import os
+import sys
+
+import pytest
+
+import harness as h
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
+
+BOUND_NOTE = ("  * : lossless at the highest rate the simulator reached (it could not publish"
+              " faster with the consumers on the same CPUs: the pipeline's limit); >= : no tried"
+              " rate was lossy (the limit is higher)")
+_SESSION_TABLES = {}   # case key -> table lines, for the final print
+_CEILING = {}          # frame size -> case 1 median lossless rate (this session)
+
+
+def _log(text):
+    print(text, flush=True)
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return h.Settings.from_env()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def final_table():
+    yield
+    if not _SESSION_TABLES:
+        return
+    lines = ["", "=" * 100, "pvaflow vs pvapy: all cases run in this session", "=" * 100]
+    for key in sorted(_SESSION_TABLES):
+        lines.extend(_SESSION_TABLES[key])
+        lines.append("")
+    lines.append(f"results: {h.RESULTS_JSON}")
+    lines.append(f"chart:   {h.RESULTS_PNG}")
+    _log("\n".join(lines))
+
+
+# ------------------------------------------------------------------- formatting
+def _fmt_rate(value, bound=None):
+    """A rate; ``*`` when the publisher could not go faster (the pipeline's limit on these
+    CPUs), ``>=`` when no tried rate was lossy (the limit is higher)."""
+    if value is None:
+        return "-"
+    text = f"{value:,.0f}"
+    if bound == "probes":
+        return ">=" + text
+    if bound == "sim":
+        return text + "*"
+    return text
+
+
+def _gbs(rate, size):
+    return None if rate is None else rate * h.frame_bytes(size) / 1e9
+
+
+def _fmt(value, spec=".3f"):
+    return "-" if value is None else format(value, spec)
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def _ratio_text(ours, theirs):
+    """pvaflow/pvapy of two search results, marked like the rates they come from."""
+    value = _ratio(ours["median"], theirs["median"])
+    if value is None:
+        return "-"
+    if ours["bound"] == "probes" and theirs["bound"] == "probes":
+        return "n/a"  # both only lower bounds: not comparable
+    prefix = ">=" if ours["bound"] == "probes" else "<=" if theirs["bound"] == "probes" else ""
+    suffix = "*" if "sim" in (ours["bound"], theirs["bound"]) else ""
+    return f"{prefix}{value:.2f}{suffix}"
+
+
+def _pct(value, ceiling):
+    return "-" if not value or not ceiling else f"{100 * value / ceiling:.0f}%"
+
+
+def _ceiling(size):
+    """Case 1's median lossless rate at ``size``: this session's, else the last saved."""
+    if size in _CEILING:
+        return _CEILING[size]
+    saved = h.load_results()["cases"].get("case1", {}).get("rows", [])
+    for row in saved:
+        if row.get("size") == size:
+            return row.get("fps")
+    return None
+
+
+def _header(settings, title):
+    trials = settings.trials
+    mode = " QUICK MODE (smoke test, noisy)" if settings.quick else ""
+    return (f"{title}  [median of {trials} trial{'s' if trials != 1 else ''},"
+            f" window {settings.window_s:g} s, {os.cpu_count()} CPUs{mode}]")
+
+
+def _finish(case_key, title, table, rows, chart, raw, settings):
+    _SESSION_TABLES[case_key] = table
+    _log("\n" + "\n".join(table))
+    h.save_case(case_key, {"title": title, "table": table, "rows": rows, "chart": chart,
+                           "raw": raw, "settings": settings.describe()}, h.meta())
+
+
+def _trials_note(result):
+    rates = result.get("rates", [])
+    return "/".join(f"{r:,.0f}" for r in rates)
+
+
+def _check_harness(result, kind):
+    """The harness worked when at least one run of the kind published frames."""
+    probes = [p for t in result["trials"] for p in t["probes"]]
+    assert probes, f"{kind}: no run was made"
+    assert any(p.get("published") or p.get("received") for p in probes), (
+        f"{kind}: no run published or received anything; see the run logs: "
+        f"{[p.get('reason') for p in probes][:3]}")
+
+
+def _consumer_probe(kind, size, n_consumers, settings, workdir):
+    return lambda rate: h.consumer_run(kind, size, rate, n_consumers, settings, workdir)
+
+
+# ------------------------------------------------------------------------ cases
+def test_case1_transport_ceiling(settings, workdir):
+    """Case 1: a bare pvaccess monitor (own process, no framework) counting frames and ids."""
+    budget = settings.budget("case1")
+    title = "Case 1 - transport ceiling: bare pvaccess monitor, max lossless rate"
+    table = [_header(settings, title),
+             f"{'size':>10} {'sqs':>5} {'fps':>12} {'GB/s':>8}   trials (fps)"]
+    rows, raw = [], {}
+    for index, size in enumerate(settings.sizes):
+        _log(f"\ncase 1: {size}x{size}")
+        share = h.Budget(budget.left() / (len(settings.sizes) - index))
+        result = h.alternating_searches(
+            ["bare"], lambda kind, size=size: _consumer_probe(kind, size, 1, settings, workdir),
+            lambda kind, size=size: h.rate_guess(size), settings, share, log=_log)
+        _check_harness(result["bare"], "bare")
+        fps, bound = result["bare"]["median"], result["bare"]["bound"]
+        _CEILING[size] = fps
+        rows.append({"size": size, "fps": fps, "gbs": _gbs(fps, size), "bound": bound,
+                     "trials": result["bare"]["rates"], "sqs": h.sqs_for(size, settings)})
+        raw[size] = result
+        table.append(f"{f'{size}x{size}':>10} {h.sqs_for(size, settings):>5}"
+                     f" {_fmt_rate(fps, bound):>12} {_fmt(_gbs(fps, size)):>8}"
+                     f"   {_trials_note(result['bare'])}")
+    table.append(BOUND_NOTE)
+    chart = {"groups": [f"{s}x{s}" for s in settings.sizes], "ylabel": "frames/s", "log": True,
+             "series": {"bare": [r["fps"] for r in rows]}}
+    _finish("case1", title, table, rows, chart, raw, settings)
+
+
+def test_case2_single_consumer(settings, workdir):
+    """Case 2: max lossless rate of one pass-through consumer (server queue on)."""
+    budget = settings.budget("case2")
+    title = "Case 2 - one pass-through consumer: max lossless rate"
+    table = [_header(settings, title),
+             f"{'size':>10} | {'pvaflow fps':>12} {'GB/s':>7} {'%ceil':>6} | {'pvapy fps':>12}"
+             f" {'GB/s':>7} {'%ceil':>6} | {'ratio':>7} | trials pvaflow ; pvapy"]
+    rows, raw, chart_rows = [], {}, {"bare": [], "pvaflow": [], "pvapy": []}
+    for index, size in enumerate(settings.sizes):
+        _log(f"\ncase 2: {size}x{size}")
+        ceiling = _ceiling(size)
+        share = h.Budget(budget.left() / (len(settings.sizes) - index))
+        result = h.alternating_searches(
+            list(h.FRAMEWORKS),
+            lambda kind, size=size: _consumer_probe(kind, size, 1, settings, workdir),
+            lambda kind, size=size, ceiling=ceiling: ceiling or h.rate_guess(size),
+            settings, share, log=_log)
+        for kind in h.FRAMEWORKS:
+            _check_harness(result[kind], kind)
+        ours, theirs = result["pvaflow"], result["pvapy"]
+        row = {"size": size, "ceiling": ceiling}
+        for kind in h.FRAMEWORKS:
+            fps = result[kind]["median"]
+            row[kind] = {"fps": fps, "gbs": _gbs(fps, size), "bound": result[kind]["bound"],
+                         "ceiling_share": fps / ceiling if ceiling and fps else None,
+                         "trials": result[kind]["rates"]}
+        row["ratio"] = _ratio(ours["median"], theirs["median"])
+        rows.append(row)
+        raw[size] = result
+        for kind in chart_rows:
+            chart_rows[kind].append(ceiling if kind == "bare" else result[kind]["median"])
+        table.append(
+            f"{f'{size}x{size}':>10} | {_fmt_rate(ours['median'], ours['bound']):>12}"
+            f" {_fmt(_gbs(ours['median'], size)):>7} {_pct(ours['median'], ceiling):>6} |"
+            f" {_fmt_rate(theirs['median'], theirs['bound']):>12}"
+            f" {_fmt(_gbs(theirs['median'], size)):>7} {_pct(theirs['median'], ceiling):>6} |"
+            f" {_ratio_text(ours, theirs):>7} | {_trials_note(ours)} ; {_trials_note(theirs)}")
+    table.append("  ratio = pvaflow/pvapy (> 1: pvaflow faster); %ceil = share of case 1 at the"
+                 " same size")
+    table.append(BOUND_NOTE)
+    chart = {"groups": [f"{s}x{s}" for s in settings.sizes], "ylabel": "frames/s", "log": True,
+             "series": chart_rows}
+    _finish("case2", title, table, rows, chart, raw, settings)
+
+
+def test_case3_distributor_fleets(settings, workdir):
+    """Case 3: 2 and 4 consumers with the distributor (-du 1), aggregate lossless rate."""
+    budget = settings.budget("case3")
+    title = "Case 3 - consumers with the distributor (-nc N -du 1): aggregate max lossless rate"
+    table = [_header(settings, title),
+             f"{'N':>2} {'size':>10} | {'pvaflow fps':>12} {'GB/s':>7} {'%ceil':>6} |"
+             f" {'pvapy fps':>12} {'GB/s':>7} {'%ceil':>6} | {'ratio':>7} | trials pvaflow ; pvapy"]
+    rows, raw = [], {}
+    chart = {"groups": [], "ylabel": "aggregate frames/s", "log": True,
+             "series": {"pvaflow": [], "pvapy": []}}
+    groups = [(n, size) for n in settings.fleets for size in settings.fleet_sizes]
+    single = {row["size"]: row for row in h.load_results()["cases"].get("case2", {}).get("rows", [])}
+    for index, (n, size) in enumerate(groups):
+        _log(f"\ncase 3: {n} consumers, {size}x{size}")
+        ceiling = _ceiling(size)
+        share = h.Budget(budget.left() / (len(groups) - index))
+
+        def start(kind, size=size, ceiling=ceiling):
+            known = single.get(size, {}).get(kind, {}).get("fps")
+            return known or ceiling or h.rate_guess(size)
+
+        result = h.alternating_searches(
+            list(h.FRAMEWORKS),
+            lambda kind, size=size, n=n: _consumer_probe(kind, size, n, settings, workdir),
+            start, settings, share, log=_log)
+        for kind in h.FRAMEWORKS:
+            _check_harness(result[kind], kind)
+        ours, theirs = result["pvaflow"], result["pvapy"]
+        row = {"n_consumers": n, "size": size, "ceiling": ceiling}
+        for kind in h.FRAMEWORKS:
+            fps = result[kind]["median"]
+            row[kind] = {"fps": fps, "gbs": _gbs(fps, size), "bound": result[kind]["bound"],
+                         "ceiling_share": fps / ceiling if ceiling and fps else None,
+                         "trials": result[kind]["rates"]}
+            chart["series"][kind].append(fps)
+        row["ratio"] = _ratio(ours["median"], theirs["median"])
+        rows.append(row)
+        raw[f"{n}x{size}"] = result
+        chart["groups"].append(f"{n}c {size}")
+        table.append(
+            f"{n:>2} {f'{size}x{size}':>10} | {_fmt_rate(ours['median'], ours['bound']):>12}"
+            f" {_fmt(_gbs(ours['median'], size)):>7} {_pct(ours['median'], ceiling):>6} |"
+            f" {_fmt_rate(theirs['median'], theirs['bound']):>12}"
+            f" {_fmt(_gbs(theirs['median'], size)):>7} {_pct(theirs['median'], ceiling):>6} |"
+            f" {_ratio_text(ours, theirs):>7} | {_trials_note(ours)} ; {_trials_note(theirs)}")
+    table.append("  lossless = the union of the consumers' ids covers every published id;"
+                 " %ceil = share of one bare monitor (case 1); ratio = pvaflow/pvapy")
+    table.append(BOUND_NOTE)
+    _finish("case3", title, table, rows, chart, raw, settings)
+
+
+def test_case4_collector(settings, workdir):
+    """Case 4: a collector merging 4 producers: max lossless rate and p50/p99 latency."""
+    budget = settings.budget("case4")
+    size, n = settings.collector_size, settings.n_producers
+    title = (f"Case 4 - collector merging {n} producers ({size}x{size}):"
+             " max lossless rate, latency frame timeStamp -> collector processor")
+    _log(f"\ncase 4: collector, {n} producers, {size}x{size}")
+    search_budget = h.Budget(budget.left() * 0.7)
+    result = h.alternating_searches(
+        list(h.FRAMEWORKS),
+        lambda kind: (lambda rate: h.collector_run(kind, size, rate, settings, workdir)),
+        lambda kind: h.rate_guess(size) / 2, settings, search_budget, log=_log)
+    for kind in h.FRAMEWORKS:
+        _check_harness(result[kind], kind)
+    # Latency at one fixed rate, equal for both, alternating.
+    fixed = {kind: [] for kind in h.FRAMEWORKS}
+    for trial in range(settings.trials):
+        for kind in (h.FRAMEWORKS if trial % 2 == 0 else tuple(reversed(h.FRAMEWORKS))):
+            run = h.collector_run(kind, size, settings.latency_rate, settings, workdir)
+            _log(f"    {kind} latency run at {settings.latency_rate:g} fps:"
+                 f" {'lossless' if run['lossless'] else 'LOSSY ' + str(run.get('reason'))}"
+                 f" p50 {_fmt(run.get('latency_p50_ms'), '.2f')} ms"
+                 f" p99 {_fmt(run.get('latency_p99_ms'), '.2f')} ms"
+                 + (f" (pvaflow's own stats file: p50 {_fmt(run['self_reported_p50_ms'], '.2f')}"
+                    f" p99 {_fmt(run.get('self_reported_p99_ms'), '.2f')} ms)"
+                    if run.get("self_reported_p50_ms") is not None else ""))
+            fixed[kind].append(run)
+    figures = {}
+    for kind in h.FRAMEWORKS:
+        best_runs = [t["best"] for t in result[kind]["trials"] if t.get("best")]
+        figures[kind] = {
+            "fps": result[kind]["median"], "bound": result[kind]["bound"],
+            "trials": result[kind]["rates"],
+            "p50_fixed_ms": h.median_runs(fixed[kind], "latency_p50_ms"),
+            "p99_fixed_ms": h.median_runs(fixed[kind], "latency_p99_ms"),
+            "fixed_lossless": [r["lossless"] for r in fixed[kind]],
+            "p50_max_ms": h.median_runs(best_runs, "latency_p50_ms"),
+            "p99_max_ms": h.median_runs(best_runs, "latency_p99_ms"),
+        }
+    ours, theirs = figures["pvaflow"], figures["pvapy"]
+    rate_label = f"@{settings.latency_rate:g} fps"
+    table = [_header(settings, title),
+             f"{'':>26} {'pvaflow':>12} {'pvapy':>12} {'ratio':>7}",
+             f"{'max lossless fps':>26} {_fmt_rate(ours['fps'], ours['bound']):>12}"
+             f" {_fmt_rate(theirs['fps'], theirs['bound']):>12}"
+             f" {_ratio_text(result['pvaflow'], result['pvapy']):>7}"]
+    for key, label in (("p50_fixed_ms", f"p50 ms {rate_label}"), ("p99_fixed_ms", f"p99 ms {rate_label}"),
+                       ("p50_max_ms", "p50 ms @own max rate"), ("p99_max_ms", "p99 ms @own max rate")):
+        ratio = _fmt(_ratio(ours[key], theirs[key]), '.2f') if "fixed" in key else "-"
+        table.append(f"{label:>26} {_fmt(ours[key], '.2f'):>12} {_fmt(theirs[key], '.2f'):>12}"
+                     f" {ratio:>7}")
+    table.append("  latency ratio < 1: pvaflow lower (only at the common rate; '@own max rate' is"
+                 " each framework at its own max lossless rate)")
+    table.append("  the last 10% of ids (end-of-stream flush) are left out of the percentiles;"
+                 " trials fps: "
+                 f"{_trials_note(result['pvaflow'])} ; {_trials_note(result['pvapy'])}")
+    table.append(BOUND_NOTE)
+    chart = {"groups": [f"p50 {rate_label}", f"p99 {rate_label}", "p50 @max", "p99 @max"],
+             "ylabel": "latency ms", "log": True,
+             "series": {kind: [figures[kind][k] for k in ("p50_fixed_ms", "p99_fixed_ms",
+                                                          "p50_max_ms", "p99_max_ms")]
+                        for kind in h.FRAMEWORKS}}
+    title_chart = (f"Case 4 - collector, {n} producers: max fps pvaflow"
+                   f" {_fmt_rate(ours['fps'], ours['bound'])}, pvapy {_fmt_rate(theirs['fps'], theirs['bound'])}")
+    raw = {"search": result, "fixed_rate_runs": fixed}
+    _finish("case4", title_chart, table, figures, chart, raw, settings)
+
+
+def test_case5_simulator(settings, workdir):
+    """Case 5: each simulator's highest rate held within 1% of the target (128x128)."""
+    budget = settings.budget("case5")
+    size = 128
+    title = f"Case 5 - simulator: highest rate held within 1% of the target ({size}x{size})"
+    _log(f"\ncase 5: simulators, {size}x{size}")
+    result = h.alternating_searches(
+        list(h.FRAMEWORKS),
+        lambda kind: (lambda rate: h.sim_run(kind, size, rate, settings, workdir)),
+        lambda kind: 5000.0, settings, budget, tolerance=settings.sim_tolerance, log=_log)
+    for kind in h.FRAMEWORKS:
+        _check_harness(result[kind], kind)
+    ours, theirs = result["pvaflow"], result["pvapy"]
+    table = [_header(settings, title),
+             f"{'':>22} {'pvaflow sim':>12} {'pvapy sim':>12} {'ratio':>7}",
+             f"{'max held fps':>22} {_fmt_rate(ours['median'], ours['bound']):>12}"
+             f" {_fmt_rate(theirs['median'], theirs['bound']):>12} {_ratio_text(ours, theirs):>7}",
+             f"  measured by a bare counting client; held = client rate within 1% of the target and"
+             f" no id missed; trials: {_trials_note(ours)} ; {_trials_note(theirs)}"]
+    rows = {kind: {"fps": result[kind]["median"], "trials": result[kind]["rates"]}
+            for kind in h.FRAMEWORKS}
+    chart = {"groups": [f"{size}x{size}"], "ylabel": "frames/s held", "log": False,
+             "series": {f"{kind} sim": [result[kind]["median"]] for kind in h.FRAMEWORKS}}
+    _finish("case5", title, table, rows, chart, result, settings)
+
+
+def test_case6_overhead(settings, workdir):
+    """Case 6: CPU microseconds per frame of a pass-through consumer at a fixed rate."""
+    size, rate = settings.fixed_size, settings.fixed_rate
+    window = max(settings.window_s, 2.0 if settings.quick else 5.0)
+    run_settings = dataclasses.replace(settings, window_s=window)
+    title = (f"Case 6 - per-frame overhead: consumer CPU us/frame, pass-through,"
+             f" {size}x{size} at {rate:g} fps for {window:g} s")
+    _log(f"\ncase 6: CPU per frame at {rate:g} fps, {size}x{size}")
+    kinds = ("bare",) + h.FRAMEWORKS
+    runs = {kind: [] for kind in kinds}
+    for trial in range(settings.trials):
+        for kind in (kinds if trial % 2 == 0 else tuple(reversed(kinds))):
+            run = h.consumer_run(kind, size, rate, 1, run_settings, workdir, measure_cpu=True)
+            _log(f"    {kind}: {'lossless' if run['lossless'] else 'LOSSY ' + str(run.get('reason'))}"
+                 f" cpu {_fmt(run.get('cpu_s'), '.4f')} s (ticks {_fmt(run.get('cpu_ticks_s'), '.2f')})"
+                 f" for {run.get('received')} frames = {_fmt(run.get('cpu_us_per_frame'), '.1f')} us/frame")
+            runs[kind].append(run)
+    for kind in kinds:
+        assert any(r.get("received") for r in runs[kind]), f"{kind}: no frames received"
+    med = {kind: h.median_runs(runs[kind], "cpu_us_per_frame") for kind in kinds}
+    over = {kind: (med[kind] - med["bare"]) if med[kind] is not None and med["bare"] is not None
+            else None for kind in h.FRAMEWORKS}
+    over_ratio = (_ratio(over["pvaflow"], over["pvapy"])
+                  if all(v is not None and v > 0 for v in over.values()) else None)
+    table = [_header(dataclasses.replace(settings, window_s=window), title),
+             f"{'':>30} {'bare':>9} {'pvaflow':>9} {'pvapy':>9} {'ratio':>7}",
+             f"{'us/frame (process tree)':>30} {_fmt(med['bare'], '.1f'):>9}"
+             f" {_fmt(med['pvaflow'], '.1f'):>9} {_fmt(med['pvapy'], '.1f'):>9}"
+             f" {_fmt(_ratio(med['pvaflow'], med['pvapy']), '.2f'):>7}",
+             f"{'us/frame above bare monitor':>30} {'':>9} {_fmt(over['pvaflow'], '.1f'):>9}"
+             f" {_fmt(over['pvapy'], '.1f'):>9} {_fmt(over_ratio, '.2f'):>7}",
+             "  CPU = on-CPU time of the consumer process tree (schedstat) from just before the first"
+             " frame to the end of the grace period, / frames counted; ratio < 1: pvaflow cheaper;"
+             " lossless runs: " + ", ".join(f"{k} {sum(r['lossless'] for r in runs[k])}/{len(runs[k])}"
+                                             for k in kinds)]
+    rows = {"us_per_frame": med, "above_bare": over,
+            "trials": {k: [r.get("cpu_us_per_frame") for r in runs[k]] for k in kinds}}
+    chart = {"groups": ["CPU us/frame"], "ylabel": "us per frame", "log": False,
+             "series": {kind: [med[kind]] for kind in kinds}}
+    _finish("case6", title, table, rows, chart, {k: runs[k] for k in kinds}, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-m", "bench", "-s"] + sys.argv[1:]))
