@@ -9,8 +9,11 @@ and long names and meanings, with these differences:
 * ``--summary-file PATH`` writes a JSON summary when publishing ends;
 * ``--codec lz4|blosc|bslz4`` publishes compressed frames, as areaDetector's
   NDPluginCodec writes them;
-* the pvapy options for CA/PVA metadata PVs, notification PVs, compressed
-  HDF5 chunks and fabio/raw-binary inputs are not provided.
+* ``-mpv/--metadata-pv`` values are not random: PV k (from 0) carries
+  ``uniqueId * 1000 + k`` with the frame's exact time stamp (CA PVs too),
+  see :mod:`pvaflow.sim.metadata_pvs`;
+* the pvapy options for notification PVs, compressed HDF5 chunks and
+  fabio/raw-binary inputs are not provided.
 
 ``-nf/--n-frames`` keeps pvapy's meaning: the number of *distinct* frames
 to generate (random mode) or to take from the input files. When it is <= 0
@@ -90,6 +93,10 @@ def build_parser():
              " a second Ctrl-C ends it.")
     add("-rp", "--report-period", dest="report_period", type=float, default=1.0,
         help="Seconds between rate reports (default: 1); <= 0 prints only the summary.")
+    add("-mpv", "--metadata-pv", dest="metadata_pv", default=None,
+        help="Metadata PVs updated once per frame with the frame's time stamp:"
+             " 'pva://name,ca://name,name' (bare names are CA, served by an in-process IOC);"
+             " PV k (from 0) carries uniqueId * 1000 + k.")
     add("--codec", dest="codec", default=None, choices=("lz4", "blosc", "bslz4"),
         help="Publish the frames compressed with this codec, as areaDetector's"
              " NDPluginCodec does (needs the imagecodecs package).")
@@ -135,7 +142,8 @@ def _body(args):
                        runtime=args.runtime, start_delay=args.start_delay,
                        shutdown_delay=args.shutdown_delay, report_period=args.report_period,
                        codec=args.codec,
-                       cache_size=args.cache_size, summary_file=args.summary_file)
+                       cache_size=args.cache_size, summary_file=args.summary_file,
+                       metadata_pvs=args.metadata_pv)
     if not config.channel:
         raise ConfigurationError("the channel name is empty; give one with -cn/--channel-name")
     from pvaflow.hpc.naming import validate_channel  # pylint: disable=import-outside-toplevel

@@ -10,7 +10,9 @@ NTNDArray channel:
    producer thread keeps a queue of ``cache_size`` built frames ahead of the
    publisher and every frame is published once (pvapy's ``-nf`` > ``-cs``);
 3. one publishing thread sets ``uniqueId`` (1, 2, ...) and both time stamps
-   on the next built frame and hands it to the server. It paces against
+   on the next built frame and hands it to the server (after updating the
+   metadata PVs of ``-mpv``, whose time stamp the frame then carries, see
+   :mod:`pvaflow.sim.metadata_pvs`). It paces against
    ``time.monotonic()``: frame k is due at ``start + k / fps`` and the thread
    sleeps only when it is ahead, so short oversleeps are caught up and the
    average rate holds; ``fps`` 0 publishes as fast as possible;
@@ -57,6 +59,7 @@ class SimConfig:
     cache_size: int = 1000
     summary_file: str = None
     codec: str = None
+    metadata_pvs: str = None
 
 
 def _physical_memory():
@@ -88,6 +91,7 @@ class SimServer:
         self._last_time = None
         self._server = None
         self._record_time = None
+        self._metadata = None
 
     def _check_memory(self):
         need = self.cached * self.frames.frame_nbytes
@@ -121,11 +125,17 @@ class SimServer:
         self._pending = [first]
         self._server = pva.PvaServer()
         self._server.addRecord(self.config.channel, first.copy())
+        if self.config.metadata_pvs:
+            from pvaflow.sim.metadata_pvs import MetadataPvs  # pylint: disable=import-outside-toplevel
+            self._metadata = MetadataPvs(self.config.metadata_pvs, self._server,
+                                         reserved=(self.config.channel,))
         self._record_time = time.monotonic()
         mode = (f"publishing each once through a queue of {self.config.cache_size}"
                 if self.streaming else "cycling through them")
         rate = f"{self.config.frame_rate:g} fps" if self.config.frame_rate > 0 else "maximum rate"
         self._print(f"serving {self.config.channel}: {self.frames.describe()}")
+        for line in self._metadata.describe() if self._metadata is not None else ():
+            self._print(line)
         self._print(f"{mode}; target {rate} for {self.config.runtime:g} s,"
                     f" starting in {self.config.start_delay:g} s")
 
@@ -189,6 +199,7 @@ class SimServer:
         stop = self._stop
         next_frame = frames.__next__
         update = self._server.update
+        metadata = self._metadata
         count = 0
         start = deadline = None
         try:
@@ -221,9 +232,12 @@ class SimServer:
                     break
                 count += 1
                 nt.setInt("uniqueId", count)
-                stamp = wall()
-                seconds = int(stamp)
-                nanoseconds = int((stamp - seconds) * 1e9)
+                if metadata is None:
+                    stamp = wall()
+                    seconds = int(stamp)
+                    nanoseconds = int((stamp - seconds) * 1e9)
+                else:
+                    seconds, nanoseconds = metadata.publish(count)
                 nt.setLong("timeStamp.secondsPastEpoch", seconds)
                 nt.setInt("timeStamp.nanoseconds", nanoseconds)
                 nt.setLong("dataTimeStamp.secondsPastEpoch", seconds)
@@ -296,6 +310,8 @@ class SimServer:
             while self._stop_requests == requests and time.monotonic() < end:
                 time.sleep(min(0.05, max(0.0, end - time.monotonic())))
         self.frames.close()
+        if self._metadata is not None:
+            self._metadata.stop()
         if self._server is not None:
             self._server.stop()
 
