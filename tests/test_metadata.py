@@ -510,9 +510,6 @@ class _SlowRecorder:
         self.done.append((item, time.monotonic()))
 
 
-@pytest.mark.xfail(strict=True, reason="Consumer._work starts the accumulation timeout when the"
-                   " worker first sees an object, not when it was queued: an object queued while"
-                   " a batch is processed waits the batch time plus the full timeout")
 def test_accumulation_timeout_counts_from_when_the_object_was_queued():
     from pvaflow.hpc.consumer import Consumer
     from pvaflow.hpc.consumer_config import ConsumerConfig

@@ -131,7 +131,7 @@ def _set(words, flag, value, only_if_present=False):
 def _cap(words, flag, limit):
     if flag in words:
         i = words.index(flag) + 1
-        words[i] = str(min(float(words[i]), limit)).rstrip("0").rstrip(".")
+        words[i] = f"{min(float(words[i]), limit):g}"
 
 
 def small_scale(words, options, prefix, tmp):

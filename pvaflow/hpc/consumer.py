@@ -70,7 +70,8 @@ class Consumer(StageIOMixin, CommandsMixin):
         if config.resume_after_id is not None:
             self.accounting.resume_after(config.resume_after_id)
         self.latency = LatencyRecorder()
-        self.queue = FrameQueue(config.receiver_queue_size) if config.receiver_queue_size >= 0 else None
+        self.queue = (FrameQueue(config.receiver_queue_size, track_age=config.accumulate_objects > 0)
+                      if config.receiver_queue_size >= 0 else None)
         self.commands = queue.SimpleQueue()
         self.state = "created"
         self.n_processed = 0
@@ -254,20 +255,13 @@ class Consumer(StageIOMixin, CommandsMixin):
         q = self.queue
         accumulate = self.config.accumulate_objects
         timeout = self.config.accumulation_timeout
-        waiting_since = None
         while True:
             if accumulate > 0 and self.state == "running":
+                # A batch when K objects are queued or the oldest has waited T seconds.
                 depth = len(q)
-                if depth < accumulate:
-                    now = time.monotonic()
-                    if depth == 0:
-                        waiting_since = None
-                    elif waiting_since is None:
-                        waiting_since = now
-                    if waiting_since is None or now - waiting_since < timeout:
-                        time.sleep(0.002)
-                        continue
-                waiting_since = None
+                if depth < accumulate and (depth == 0 or q.oldest_age() < timeout):
+                    time.sleep(0.002)
+                    continue
                 for _ in range(depth):
                     self._process(q.get_nowait())
                 continue

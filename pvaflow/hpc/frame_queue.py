@@ -7,12 +7,15 @@ condition only when it is actually asleep, so a busy stream costs no locking.
 
 import collections
 import threading
+import time
 
 
 class FrameQueue:
-    def __init__(self, max_length=0):
+    def __init__(self, max_length=0, track_age=False):
         self.max_length = max(int(max_length), 0)  # 0: unbounded
         self._items = collections.deque()
+        # Arrival times, kept only when asked (for the accumulation timeout).
+        self._arrivals = collections.deque() if track_age else None
         self._wakeup = threading.Condition(threading.Lock())
         self._sleeping = False
         self.n_queued = 0
@@ -43,6 +46,8 @@ class FrameQueue:
             self.n_rejected += 1
             return False
         items.append(item.copy() if copy else item)
+        if self._arrivals is not None:
+            self._arrivals.append(time.monotonic())
         self.n_queued += 1
         if depth >= self.peak:
             self.peak = depth + 1
@@ -53,10 +58,9 @@ class FrameQueue:
 
     def get(self, timeout):
         """Oldest item, or None when nothing arrives within ``timeout`` seconds."""
-        try:
-            return self._items.popleft()
-        except IndexError:
-            pass
+        item = self.get_nowait()
+        if item is not None:
+            return item
         with self._wakeup:
             self._sleeping = True
             try:
@@ -64,16 +68,21 @@ class FrameQueue:
                     self._wakeup.wait(timeout)
             finally:
                 self._sleeping = False
-        try:
-            return self._items.popleft()
-        except IndexError:
-            return None
+        return self.get_nowait()
 
     def get_nowait(self):
         try:
-            return self._items.popleft()
+            item = self._items.popleft()
         except IndexError:
             return None
+        if self._arrivals:
+            self._arrivals.popleft()
+        return item
+
+    def oldest_age(self):
+        """Seconds the oldest queued item has waited (needs ``track_age``); 0 when empty."""
+        arrivals = self._arrivals
+        return time.monotonic() - arrivals[0] if arrivals else 0.0
 
     def wake(self):
         with self._wakeup:
