@@ -39,7 +39,8 @@ MODULES = {
     "pvapy-hpc-workflow": "pvaflow.cli.workflow",
     "pvapy-hpc-report": "pvaflow.cli.report",
 }
-CHANNEL_PREFIXES = ("demo:", "det:", "mirror:")
+CHANNEL_PREFIXES = ("demo:", "det:", "mirror:", "pvapy:", "secret:", "clear:", "roi:", "hot:",
+                    "rotated:", "meta:", "sim:")
 MARK = re.compile(r"<!--\s*test:\s*(run|illustration)\b:?\s*(.*?)\s*-->")
 
 
@@ -63,9 +64,22 @@ def blocks():
 
 
 def commands_of(body):
+    """Commands of a block: backslash continuations joined, and lines joined while a
+    quoted argument (a JSON object, say) is still open."""
     text = "\n".join(line for line in body if not line.lstrip().startswith("#"))
     text = text.replace("\\\n", " ")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    commands, pending = [], ""
+    for line in text.splitlines():
+        pending = f"{pending} {line.strip()}" if pending else line.strip()
+        try:
+            shlex.split(pending)
+        except ValueError:
+            continue
+        if pending:
+            commands.append(pending)
+        pending = ""
+    assert not pending, f"unterminated quote in: {pending}"
+    return commands
 
 
 BLOCKS = blocks()
