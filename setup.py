@@ -14,6 +14,7 @@ EXTRAS = {
     "files": ["pillow>=9", "tifffile>=2023.1"],
     "crypto": ["pycryptodome>=3.18"],
     "ssnet": ["torch>=2.1"],
+    "ops": ["rich>=13", "pyyaml>=6", "matplotlib>=3.6"],
 }
 EXTRAS["test"] = [
     "pytest>=7",
@@ -23,7 +24,7 @@ EXTRAS["test"] = [
     # independent implementations the codec tests compare against
     "lz4>=4",
     "bitshuffle>=0.5",
-] + EXTRAS["hdf5"] + EXTRAS["codecs"] + EXTRAS["files"] + EXTRAS["crypto"]
+] + EXTRAS["hdf5"] + EXTRAS["codecs"] + EXTRAS["files"] + EXTRAS["crypto"] + EXTRAS["ops"]
 EXTRAS["bench"] = EXTRAS["test"] + ["matplotlib>=3.6"]
 EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() if name != "ssnet" for req in reqs}
                        | set(EXTRAS["ssnet"]))
@@ -45,6 +46,10 @@ setup(
             "pvapy-ad-sim-server = pvaflow.cli.sim_server:main",
             "pvapy-hpc-collector = pvaflow.cli.collector:main",
             "pvapy-mirror-server = pvaflow.cli.mirror_server:main",
+            "pvapy-hpc-monitor = pvaflow.cli.monitor:main",
+            "pvapy-hpc-control = pvaflow.cli.control:main",
+            "pvapy-hpc-workflow = pvaflow.cli.workflow:main",
+            "pvapy-hpc-report = pvaflow.cli.report:main",
         ]
     },
     classifiers=[
