@@ -53,7 +53,7 @@ def test_get_stats_and_configure_reach_every_process(fleet):
 
 def test_errors_and_timeouts_exit_non_zero(fleet):
     prefix, _, _ = fleet
-    result = run_tool(CONTROL, "get_stats", f"{prefix}:*:control", "--ids", "1-3", "-t", 1.5)
+    result = run_tool(CONTROL, "get_stats", f"{prefix}:*:control", "--ids", "1-3", "-t", 4)
     assert result.returncode == 1
     by_label = {line.split()[1]: line.split()[0] for line in result.stdout.splitlines()[:-1]}
     assert by_label == {"1": "OK", "2": "OK", "3": "TIMEOUT"}

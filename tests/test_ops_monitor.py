@@ -81,7 +81,7 @@ def test_once_json_reports_every_consumer(fleet):
 
 def test_once_marks_an_unreachable_process_down(fleet):
     prefix, _ = fleet
-    result = run_tool(MONITOR, f"{prefix}:*:status", "--ids", "1-3", "--once", "--timeout", 1)
+    result = run_tool(MONITOR, f"{prefix}:*:status", "--ids", "1-3", "--once", "--timeout", 4)
     assert result.returncode == 1, result.stderr  # a process is down
     lines = result.stdout.splitlines()
     row3 = next(line for line in lines if line.startswith("3 "))

@@ -5,8 +5,8 @@ import signal
 
 import pytest
 
-from conftest import Procs, read_stats_lines, unique_prefix
-from test_ops_monitor import run_tool
+from conftest import Procs, read_stats_lines, unique_prefix, wait_for
+from test_ops_monitor import run_tool, status_up
 
 REPORT = "pvaflow.cli.report"
 
@@ -19,12 +19,15 @@ def stats_files(tmp_path_factory):
     prefix = unique_prefix("opsrep")
     single, fleet = tmp / "single.jsonl", tmp / "fleet.jsonl"
     try:
-        sim = procs.sim("-cn", f"{prefix}:image", "-nx", 32, "-ny", 24, "-fps", 100, "-rt", 3,
-                        "-std", 4, "-shd", 1, "-rp", 0)
         one = procs.consumer("-ic", f"{prefix}:image", "-sqs", 100, "-rp", 0.5,
-                             "--stats-file", single)
+                             "--stats-file", single, "-sc", f"{prefix}:s:status")
         two = procs.consumer("-ic", f"{prefix}:image", "-cid", "1-2", "-sqs", 100, "-rp", 0.5,
-                             "--stats-file", fleet)
+                             "--stats-file", fleet, "-sc", f"{prefix}:f:*:status")
+        for name in (f"{prefix}:s:status", f"{prefix}:f:1:status", f"{prefix}:f:2:status"):
+            wait_for(lambda name=name: status_up(name), 40, 0.2, f"{name} to be served")
+        # every consumer listens before the simulator starts: none misses the run
+        sim = procs.sim("-cn", f"{prefix}:image", "-nx", 32, "-ny", 24, "-fps", 100, "-rt", 3,
+                        "-std", 3, "-shd", 1, "-rp", 0)
         assert procs.wait(sim, 40)[0] == 0
         for proc in (one, two):
             proc.send_signal(signal.SIGINT)  # drain and write the final line
@@ -64,7 +67,7 @@ def test_summary_numbers_match_the_stats_files(stats_files):
     total = report["total"]
     assert total["processed"] == sum(r["processed"] for r in report["processes"]) > 0
     assert total["lossPercent"] == 0.0
-    assert all(r["peakRate"] > 0 and r["p99MaxMs"] > 0 for r in report["processes"])
+    assert all(r["peakRate"] > 0 and r["p99MaxMs"] > 0 for r in report["processes"]), rows
 
 
 def test_appended_runs_are_shown_separately(tmp_path, stats_files):

@@ -75,7 +75,7 @@ def build_parser():
                         " one): a record unchanged for 3 periods is stale (default: 1).")
     p.add_argument("--timeout", dest="timeout", type=common.positive(float, allow_zero=False),
                    default=None, help="Seconds to wait for each record (default: the period,"
-                                      " at most 2; 2 with --once).")
+                                      " at most 2; 5 with --once, which connects afresh).")
     p.add_argument("--once", dest="once", action="store_true",
                    help="Take one sample, print it and exit (1 if a process is down or stale).")
     p.add_argument("--json", dest="json", action="store_true",
@@ -108,7 +108,7 @@ def _run(args):
     # from a shell that ignores SIGINT for background jobs.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    timeout = args.timeout or (2.0 if args.once else min(args.period, 2.0))
+    timeout = args.timeout or (5.0 if args.once else min(args.period, 2.0))
     view = FleetView(targets, timeout=timeout)
     source = _source_text(args, targets)
     try:

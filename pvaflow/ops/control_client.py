@@ -60,16 +60,17 @@ def send(label, channel_name, command, args="", sequence=None, timeout=5.0, poll
     reply = Reply(label=label, channel=channel_name)
     sequence = sequence or new_sequence()
     start = time.monotonic()
-    deadline = start + timeout
     channel = pva.Channel(channel_name)
-    channel.setTimeout(max(min(timeout, 2.0), 0.1))
+    channel.setTimeout(timeout)
     try:
         try:
             channel.get("field(replySequence)")
         except pva.PvaException:
-            reply.message = f"no connection to {channel_name} within {min(timeout, 2.0):g} s"
+            reply.message = f"no connection to {channel_name} within {timeout:g} s"
             return reply
+        channel.setTimeout(min(timeout, 2.0))
         channel.put(_request(command, args, sequence), "field(command,args,sequence)")
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             time.sleep(poll)
             try:
