@@ -54,7 +54,7 @@ def _run(args):
     collector = Collector(config_from_args(args))
     signal.signal(signal.SIGINT, collector.request_stop)
     signal.signal(signal.SIGTERM, collector.request_stop)
-    return collector.run()
+    common.exit_now(collector.run())
 
 
 def main(argv=None):

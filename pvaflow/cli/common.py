@@ -7,6 +7,7 @@ failure, 2 bad input. Bad input is reported as one line on stderr:
 
 import argparse
 import logging
+import os
 import sys
 
 from pvaflow import __version__
@@ -85,6 +86,19 @@ def positive(kind=float, allow_zero=True):
         return value
     convert.__name__ = kind.__name__
     return convert
+
+
+def exit_now(code):
+    """Leave the process with ``code`` once a stage has stopped cleanly.
+
+    Everything is reported and flushed by then. Skipping the interpreter's
+    teardown avoids pvaccess's threads being torn down under live callbacks,
+    which can abort the process after a clean stop.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def print_error(prog, message):

@@ -130,7 +130,7 @@ def _run(args):
     consumer = Consumer(config)
     signal.signal(signal.SIGINT, consumer.request_stop)
     signal.signal(signal.SIGTERM, consumer.request_stop)
-    return consumer.run()
+    common.exit_now(consumer.run())
 
 
 def main(argv=None):

@@ -68,7 +68,9 @@ def _child_main(config_dict, raw_counters, conn, log_level, log_file):
     except Exception as exc:  # reported to the parent, which decides on a restart
         send("fatal", message=f"{type(exc).__name__}: {exc}", code=1)
         raise
-    sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # no interpreter teardown under live pvaccess threads
 
 
 class _Child:
