@@ -36,7 +36,7 @@ def finish(procs, sim, summary, consumer, stats_file, settle=1.0, timeout=30):
     return published, lines[-1], out, err
 
 
-def wait_connected(stats_file, timeout=10):
+def wait_connected(stats_file, timeout=25):
     """Wait until the consumer got its first update (so its output record exists).
 
     Clients open monitors only then: a p4p client that searches for a channel

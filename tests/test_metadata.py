@@ -361,18 +361,19 @@ def test_sim_to_consumer_every_frame_carries_its_six_values(procs, prefix, tmp_p
 
 def test_four_distributed_consumers_associate_exactly(procs, prefix, tmp_path):
     names, spec = _names(prefix)
-    sim, summary = _sim(procs, prefix, tmp_path, 400, 2.5, 7, spec)
+    # a long start delay: four spawned consumers must all be connected before the first frame
+    sim, summary = _sim(procs, prefix, tmp_path, 400, 2.5, 10, spec)
     stats_file = tmp_path / "fleet.jsonl"
     fleet = procs.consumer("-ic", f"{prefix}:img", "-nc", 4, "-dg", "g", "-dt", "uniqueId", "-du", 1,
                            "-sqs", 500, "-oc", f"{prefix}:out:*", "-mc", spec, "-pc", MDP, "-pa", ARGS,
-                           "-rt", 13, "-rp", 0.5, "--stats-file", stats_file)
+                           "-rt", 16, "-rp", 0.5, "--stats-file", stats_file)
 
     def all_connected():
         lines = read_stats_lines(stats_file)
         children = lines[-1]["children"] if lines else {}
         return len(children) == 4 and all(
             c and c["receiverStats"]["nReceived"] > 0 for c in children.values())
-    wait_for(all_connected, 12, message="four consumers connected")
+    wait_for(all_connected, 15, message="four consumers connected")
     outputs = [_Output(f"{prefix}:out:{i}") for i in range(1, 5)]
     published = _published(procs, sim, summary)
     rc, out, err = procs.wait(fleet, 30)
