@@ -37,7 +37,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pvaflow", "pvaflow.*"]),
-    package_data={"pvaflow": ["py.typed"]},
+    package_data={"pvaflow": ["py.typed"],
+                  "pvaflow.processors.ssnet": ["weights/*.pt", "weights/*.json"]},
     install_requires=["pvapy>=5.4", "numpy>=1.22"],
     extras_require=EXTRAS,
     entry_points={

@@ -9,6 +9,8 @@ and long names and meanings, with these differences:
 * ``--summary-file PATH`` writes a JSON summary when publishing ends;
 * ``--codec lz4|blosc|bslz4`` publishes compressed frames, as areaDetector's
   NDPluginCodec writes them;
+* ``--lartpc MODE`` publishes synthetic LArTPC wire-plane events (with
+  ``--lartpc-seed``), see :mod:`pvaflow.sim.lartpc`;
 * ``-mpv/--metadata-pv`` values are not random: PV k (from 0) carries
   ``uniqueId * 1000 + k`` with the frame's exact time stamp (CA PVs too),
   see :mod:`pvaflow.sim.metadata_pvs`;
@@ -100,6 +102,14 @@ def build_parser():
     add("--codec", dest="codec", default=None, choices=("lz4", "blosc", "bslz4"),
         help="Publish the frames compressed with this codec, as areaDetector's"
              " NDPluginCodec does (needs the imagecodecs package).")
+    add("--lartpc", dest="lartpc", default=None, metavar="MODE",
+        choices=("events", "events+truth", "planes", "planes+truth"),
+        help="Publish synthetic LArTPC events (3 wire planes of -ny x -nx, float32,"
+             " see pvaflow.sim.lartpc) instead of random frames: 'events' one [3, NY, NX]"
+             " frame per event, 'planes' one [NY, NX] frame per plane (Plane attribute);"
+             " '+truth' adds the labels as a second row section (Sections=image,labels).")
+    add("--lartpc-seed", dest="lartpc_seed", type=int, default=0,
+        help="Seed of the LArTPC events (default: 0); the same seed gives the same events.")
     add("--summary-file", dest="summary_file", default=None, metavar="PATH",
         help="Write a JSON summary (published, first_id, last_id, elapsed_s, rate, ...)"
              " to PATH when publishing ends.")
@@ -109,6 +119,8 @@ def build_parser():
 
 def make_frame_set(args):
     """The frames to stream, from the parsed options (ConfigurationError on bad input)."""
+    if args.lartpc and (args.input_file or args.input_directory):
+        raise ConfigurationError("--lartpc generates its own events; drop -if/-id to use it")
     if args.input_file or args.input_directory:
         if args.color_mode:
             log.warning("-cm/--color-mode does not apply to file input; frames are mono")
@@ -116,6 +128,10 @@ def make_frame_set(args):
                               args.mmap_mode, args.hdf_dataset)
         return FrameSet(sources, limit=args.n_frames)
     count = args.n_frames if args.n_frames > 0 else args.cache_size
+    if args.lartpc:
+        from pvaflow.sim.lartpc import LArTPCFrames  # pylint: disable=import-outside-toplevel
+        return FrameSet([LArTPCFrames(count, args.n_y_pixels, args.n_x_pixels, args.lartpc,
+                                      args.lartpc_seed)])
     source = RandomFrames(count, args.n_x_pixels, args.n_y_pixels, args.datatype,
                           args.color_mode, args.minimum, args.maximum)
     return FrameSet([source])

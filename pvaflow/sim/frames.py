@@ -360,7 +360,9 @@ def build_frame(image, color_mode, encoder=None):
     compressed pixels, as areaDetector's NDPluginCodec publishes them.
     """
     try:
-        nt = new_ntndarray(image, unique_id=0, color_mode=color_mode)
+        # a source may attach per-frame attributes (see pvaflow.sim.lartpc.LArTPCFrame)
+        nt = new_ntndarray(image, unique_id=0, color_mode=color_mode,
+                           attributes=getattr(image, "frame_attributes", None))
         if encoder is not None:
             encoder.fill(nt, image)
     except FrameFormatError as exc:
