@@ -154,7 +154,9 @@ class Collector(Consumer):
             producer.receiver = MonitorReceiver(
                 producer.channel, request, self._make_callback(index, producer),
                 self._make_reconnect(producer), self.config.input_mode)
-            producer.receiver.start()
+            producer.receiver.start(watch=False)
+        for producer in self.producers:  # callbacks only once no monitor() call is running
+            producer.receiver.watch_connection()
         self.receiver = _Overruns(self.producers)
         log.info("collecting %s", ", ".join(p.channel for p in self.producers))
 

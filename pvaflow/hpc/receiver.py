@@ -36,6 +36,11 @@ class MonitorReceiver:
 
     ``on_reconnect()`` is called when the channel connects again after a
     disconnection (the server will send its current value first).
+
+    The connection callback is registered only after ``monitor()`` has
+    returned (see :meth:`watch_connection`): pvaccess is not safe when it
+    calls into Python from one thread while another thread is inside
+    ``monitor()`` (seen as "PyThreadState_Get: ... GIL is released" aborts).
     """
 
     def __init__(self, channel, request, on_update, on_reconnect=None, provider="pva"):
@@ -58,10 +63,17 @@ class MonitorReceiver:
             self._was_connected = True
         log.info("input channel %s %s", self.channel_name, "connected" if connected else "disconnected")
 
-    def start(self):
-        self._channel.setConnectionCallback(self._connection_changed)
-        self._channel.monitor(self._on_update, self.request)
+    def start(self, watch=True):
+        """Start the monitor; then (unless ``watch`` is False) the connection callback."""
         self.active = True
+        self._channel.monitor(self._on_update, self.request)
+        if watch:
+            self.watch_connection()
+
+    def watch_connection(self):
+        """Register the connection callback (after every monitor of the process started)."""
+        self.connected = self._was_connected = self._channel.isConnected()
+        self._channel.setConnectionCallback(self._connection_changed)
 
     def stop(self):
         if self.active:
