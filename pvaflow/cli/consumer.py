@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import re
 import signal
 
 from pvaflow.hpc.consumer import Consumer
@@ -93,12 +94,21 @@ def config_from_args(args):
 
 
 def parse_devices(text):
-    """'0,1' -> ['0', '1'] (device ids or UUIDs, passed on as they are)."""
+    """'0,1' or '0-3' -> device ids; GPU/MIG UUIDs are passed on as they are."""
     if text is None:
         return None
-    devices = [d.strip() for d in text.split(",") if d.strip()]
-    if not devices or any(not d.replace("-", "").isalnum() for d in devices):
-        raise ConfigurationError(f"--cuda-devices '{text}' is not a comma list of device ids, e.g. '0,1'")
+    devices = []
+    for part in (p.strip() for p in text.split(",")):
+        if re.fullmatch(r"\d+-\d+", part):
+            first, last = (int(x) for x in part.split("-"))
+            if last < first:
+                raise ConfigurationError(f"--cuda-devices: range '{part}' runs backwards")
+            devices += [str(i) for i in range(first, last + 1)]
+        elif re.fullmatch(r"\d+|(GPU|MIG)-[0-9A-Za-z/-]+", part):
+            devices.append(part)
+        else:
+            raise ConfigurationError(
+                f"--cuda-devices '{text}': '{part}' is not a device id, range or GPU/MIG UUID; e.g. '0,1' or '0-3'")
     return devices
 
 
