@@ -134,3 +134,22 @@ def test_mirror_records_follow_the_default_group(procs, prefix, tmp_path):
         mirror.send_signal(signal.SIGINT)
         rc, out, err = procs.wait(mirror, 20)
     assert rc == 0 and "records protected by" in err
+
+
+def test_simulator_image_record_is_read_only_with_an_acf(procs, prefix, tmp_path):
+    acf = tmp_path / "sim.acf"
+    acf.write_text("ASG(DEFAULT) { RULE(1, READ) }\nASG(READONLY) { RULE(1, READ) }\n")
+    sim = procs.sim("-cn", f"{prefix}:img", "-nx", 8, "-ny", 8, "-fps", 20, "-rt", 30, "-std", 0.2, "-rp", 0,
+                    "--access-security-file", acf, "-ll", "info")
+    import time
+    time.sleep(2.0)
+    ctx = Context("pva")
+    try:
+        wait_records(ctx, [f"{prefix}:img"])
+        error = put_error(ctx, f"{prefix}:img", {"uniqueId": 5})
+        assert error and "not allowed" in error
+    finally:
+        ctx.close()
+        sim.send_signal(signal.SIGINT)
+        rc, out, err = procs.wait(sim, 30)
+    assert rc == 0 and "records protected by" in err

@@ -287,7 +287,8 @@ def test_runtime_failure_exits_1(prefix, tmp_path, monkeypatch, capsys):
     rc = main(["-cn", prefix, "-cs", "2", "-fps", "100", "-rt", "5", "-std", "0", "-shd", "0",
                "-rp", "0", "--summary-file", str(summary)])
     assert rc == 1
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if " WARNING " not in line]  # the start-up log's unprotected-records warning
     assert len(err) == 1 and err[0].startswith(ERROR_PREFIX) and "disk went away" in err[0]
     result = load(summary)
     assert result["stopped_by"] == "error" and result["published"] == 3
@@ -360,3 +361,28 @@ def test_cli_process_exit_code_and_version(tmp_path):
     version = subprocess.run([sys.executable, "-m", "pvaflow.cli.sim_server", "--version"],
                              capture_output=True, text=True, env=env, timeout=30)
     assert version.returncode == 0 and "pvaflow" in version.stdout
+
+
+def test_live_progress_line_only_on_a_terminal(prefix):
+    import pty
+    args = [sys.executable, "-m", "pvaflow.cli.sim_server", "-cn", prefix, "-nx", "8", "-ny", "8",
+            "-fps", "50", "-rt", "2.5", "-std", "0", "-shd", "0"]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=slave, stderr=subprocess.DEVNULL, cwd=REPO, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=30) == 0
+    os.close(master)
+    text = b"".join(chunks).decode()
+    assert "\r[sim] 1 s / 2 s" in text and "left)" in text and "summary:" in text
+    piped = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=30)
+    assert "\r" not in piped.stdout and "summary:" in piped.stdout

@@ -32,7 +32,8 @@ import logging
 import signal
 import sys
 
-from pvaflow.cli.common import (EXIT_FAILURE, EXIT_OK, add_logging_options, new_parser,
+from pvaflow.cli.common import (EXIT_FAILURE, EXIT_OK, add_access_security_options,
+                                add_logging_options, new_parser,
                                 positive, print_error, run_tool, setup_logging)
 from pvaflow.hpc.errors import ConfigurationError
 from pvaflow.sim.frames import DATATYPES, COLOR_MODES, FrameSet, RandomFrames, open_inputs
@@ -113,6 +114,7 @@ def build_parser():
     add("--summary-file", dest="summary_file", default=None, metavar="PATH",
         help="Write a JSON summary (published, first_id, last_id, elapsed_s, rate, ...)"
              " to PATH when publishing ends.")
+    add_access_security_options(parser)
     add_logging_options(parser)
     return parser
 
@@ -160,6 +162,11 @@ def _body(args):
                        codec=args.codec,
                        cache_size=args.cache_size, summary_file=args.summary_file,
                        metadata_pvs=args.metadata_pv)
+    if args.access_security_file:
+        from pvaflow.hpc.access import AccessPolicy  # pylint: disable=import-outside-toplevel
+        group = args.access_security_readonly_group  # the image record is read-only
+        config.access_policy = AccessPolicy(args.access_security_file, group, group,
+                                            args.access_security_macros)
     if not config.channel:
         raise ConfigurationError("the channel name is empty; give one with -cn/--channel-name")
     from pvaflow.hpc.naming import validate_channel  # pylint: disable=import-outside-toplevel

@@ -60,6 +60,7 @@ class SimConfig:
     summary_file: str = None
     codec: str = None
     metadata_pvs: str = None
+    access_policy: object = None  # pvaflow.hpc.access.AccessPolicy, or None: unprotected
 
 
 def _physical_memory():
@@ -76,6 +77,7 @@ class SimServer:
         self.frames = frame_set
         self.config = config
         self.out = out or sys.stdout
+        self._progress_width = 0
         self.streaming = len(frame_set) > config.cache_size
         self._encoder = make_encoder(config.codec)
         self.cached = min(len(frame_set), config.cache_size)
@@ -103,6 +105,9 @@ class SimServer:
                 " lower -cs/--cache-size or -nf/--n-frames")
 
     def _print(self, text):
+        if getattr(self, "_progress_width", 0):  # end the live progress line first
+            self.out.write("\n")
+            self._progress_width = 0
         print(text, file=self.out, flush=True)
 
     # ----------------------------------------------------------------- control
@@ -124,7 +129,15 @@ class SimServer:
         self._frames_iter = frames
         self._pending = [first]
         self._server = pva.PvaServer()
-        self._server.addRecord(self.config.channel, first.copy())
+        policy = self.config.access_policy
+        if policy is not None and policy.active:
+            policy.apply(self._server)  # the image record (and metadata PVs) follow the ACF
+            policy.add_readonly(self._server, self.config.channel, first.copy())
+            log.info(policy.describe([self.config.channel]))
+        else:
+            self._server.addRecord(self.config.channel, first.copy())
+            log.warning("records served WITHOUT access control (any client may write them): %s;"
+                        " use --access-security-file to protect them", self.config.channel)
         if self.config.metadata_pvs:
             from pvaflow.sim.metadata_pvs import MetadataPvs  # pylint: disable=import-outside-toplevel
             self._metadata = MetadataPvs(self.config.metadata_pvs, self._server,
@@ -285,11 +298,18 @@ class SimServer:
         return summary
 
     def _report_until_done(self, publisher):
+        """Plain report lines every report period; on a terminal, a live progress line."""
         period = self.config.report_period
+        live = hasattr(self.out, "isatty") and self.out.isatty()
         last_count, last_time = 0, None
         while publisher.is_alive():
-            publisher.join(period if period > 0 else 0.5)
-            if period <= 0 or not publisher.is_alive() or self._first_time is None:
+            publisher.join(1.0 if live else (period if period > 0 else 0.5))
+            if not publisher.is_alive() or self._first_time is None:
+                continue
+            if live:
+                self._progress()
+                continue
+            if period <= 0:
                 continue
             now = time.monotonic()
             count = self.published
@@ -300,6 +320,16 @@ class SimServer:
             self._print(f"published {count} frames, {total:.1f} fps"
                         f" (last period {recent:.1f} fps), elapsed {elapsed:.1f} s")
             last_count, last_time = count, now
+
+    def _progress(self):
+        elapsed = time.monotonic() - self._first_time
+        runtime = self.config.runtime
+        left = f" / {runtime:.0f} s ({max(runtime - elapsed, 0):.0f} s left)" if runtime > 0 else ""
+        rate = self.published / elapsed if elapsed > 0 else 0.0
+        line = f"[sim] {elapsed:.0f} s{left}  published {self.published} ({rate:.1f}/s)"
+        self.out.write("\r" + line.ljust(self._progress_width))
+        self.out.flush()
+        self._progress_width = len(line)
 
     def _shutdown(self):
         """Keep serving for the shutdown delay (a second stop request ends it), then stop."""
