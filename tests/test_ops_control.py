@@ -44,7 +44,7 @@ def test_get_stats_and_configure_reach_every_process(fleet):
     assert replies["ok"] == 2 and replies["failed"] == 0
     assert {r["message"] for r in replies["replies"]} == {"configuration applied"}
     # The change is visible in the status records.
-    sample = wait_for(lambda: (lambda s: s if all(r["queueMax"] == 30 for r in s["processes"])
+    sample = wait_for(lambda: (lambda s: s if all(r.get("queueMax") == 30 for r in s["processes"])
                                else None)(json.loads(run_tool(
                                    MONITOR, f"{prefix}:*:status", "--ids", "1-2", "--once",
                                    "--json").stdout)), 10, 0.2, "queue size 30 in the status")

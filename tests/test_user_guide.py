@@ -8,7 +8,7 @@
 * Every flag given to a tool in any block is accepted by that tool.
 * Every processor class the guide names can be loaded.
 
-Run-block keys: ``runtime=S`` (consumers, collectors, mirrors; default 8),
+Run-block keys: ``runtime=S`` (consumers, collectors, mirrors; default 6),
 ``timeout=S`` (for the whole block; default 60), ``asis`` (no runtime or rate
 changes, only channel names).
 """
@@ -157,10 +157,10 @@ def small_scale(words, options, prefix, tmp):
     words = [sys.executable, "-m", MODULES[tool]] + words[1:]
     if "asis" in options:
         return words
-    runtime = float(options.get("runtime", 8))
+    runtime = float(options.get("runtime", 6))
     if tool == "pvapy-ad-sim-server":
-        _set(words, "-rt", 2)
-        _set(words, "-std", 3)
+        _set(words, "-rt", 1.5)
+        _set(words, "-std", 2)
         _set(words, "-shd", 1)
         _cap(words, "-fps", 300)
         _cap(words, "-nx", 64)
