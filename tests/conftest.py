@@ -101,3 +101,23 @@ def procs(tmp_path):
     p = Procs(tmp_path)
     yield p
     p.cleanup()
+
+
+def run_on_terminal(args, env, timeout=30):
+    """Run ``args`` with stdout on a pseudo-terminal; return (exit code, what it printed)."""
+    import pty
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=slave, stderr=subprocess.DEVNULL, cwd=REPO, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    rc = proc.wait(timeout=timeout)
+    os.close(master)
+    return rc, b"".join(chunks).decode()

@@ -72,29 +72,15 @@ def test_empty_records_are_counted_not_processed(procs, prefix, tmp_path):
 
 def test_live_progress_line_on_a_terminal_only(prefix, tmp_path):
     import os
-    import pty
     import subprocess
     import sys
 
-    from conftest import REPO
+    from conftest import REPO, run_on_terminal
 
     args = [sys.executable, "-m", "pvaflow.cli.consumer", "-ic", f"{prefix}:none", "-rt", "2.5"]
     env = dict(os.environ, PYTHONPATH=REPO)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdout=slave, stderr=subprocess.DEVNULL, cwd=REPO, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(timeout=20) == 0
-    os.close(master)
-    on_tty = b"".join(chunks).decode()
+    rc, on_tty = run_on_terminal(args, env)
+    assert rc == 0
     assert on_tty.count("\r[consumer 1]") >= 2 and "/ 2 s" in on_tty and "FINAL" in on_tty
     piped = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=20)
     assert "\r" not in piped.stdout and "FINAL" in piped.stdout

@@ -364,25 +364,12 @@ def test_cli_process_exit_code_and_version(tmp_path):
 
 
 def test_live_progress_line_only_on_a_terminal(prefix):
-    import pty
+    from conftest import run_on_terminal
     args = [sys.executable, "-m", "pvaflow.cli.sim_server", "-cn", prefix, "-nx", "8", "-ny", "8",
             "-fps", "50", "-rt", "2.5", "-std", "0", "-shd", "0"]
     env = dict(os.environ, PYTHONPATH=REPO)
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(args, stdout=slave, stderr=subprocess.DEVNULL, cwd=REPO, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(timeout=30) == 0
-    os.close(master)
-    text = b"".join(chunks).decode()
+    rc, text = run_on_terminal(args, env)
+    assert rc == 0
     assert "\r[sim] 1 s / 2 s" in text and "left)" in text and "summary:" in text
     piped = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=30)
     assert "\r" not in piped.stdout and "summary:" in piped.stdout

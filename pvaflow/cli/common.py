@@ -105,6 +105,20 @@ def print_error(prog, message):
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
 
 
+def runtime_failures_reported(prog, body):
+    """Wrap ``body`` so an unexpected runtime failure becomes one line and exit 1."""
+    def guarded(args):
+        try:
+            return body(args)
+        except (ConfigurationError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a runtime failure: one line, exit 1
+            logging.getLogger("pvaflow").debug("failure", exc_info=True)
+            print_error(prog, f"{type(exc).__name__}: {exc}")
+            return EXIT_FAILURE
+    return guarded
+
+
 def run_tool(prog, parser, argv, body):
     """Parse ``argv`` and call ``body(args) -> int``; map errors to exit codes."""
     try:

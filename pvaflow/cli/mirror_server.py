@@ -24,11 +24,9 @@ import logging
 import signal
 import sys
 
-from pvaflow.cli.common import (EXIT_FAILURE, EXIT_OK, add_access_security_options,
-                                add_logging_options, new_parser,
-                                print_error, run_tool, setup_logging)
+from pvaflow.cli.common import (EXIT_OK, add_access_security_options, add_logging_options,
+                                new_parser, run_tool, runtime_failures_reported, setup_logging)
 from pvaflow.hpc.access import AccessPolicy
-from pvaflow.hpc.errors import ConfigurationError
 from pvaflow.hpc.mirror import MAP_EXAMPLE, MAP_FORM, MirrorServer, parse_channel_map
 
 PROG = "pvapy-mirror-server"
@@ -86,20 +84,9 @@ def _body(args):
     return EXIT_OK
 
 
-def _guarded_body(args):
-    try:
-        return _body(args)
-    except (ConfigurationError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # a runtime failure: one line, exit 1
-        log.debug("failure", exc_info=True)
-        print_error(PROG, f"{type(exc).__name__}: {exc}")
-        return EXIT_FAILURE
-
-
 def main(argv=None):
     """Run the mirror server; return the exit code."""
-    return run_tool(PROG, build_parser(), argv, _guarded_body)
+    return run_tool(PROG, build_parser(), argv, runtime_failures_reported(PROG, _body))
 
 
 if __name__ == "__main__":
