@@ -11,7 +11,7 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "pvaflow" / "__init__.py
 EXTRAS = {
     "codecs": ["imagecodecs>=2023.1.23"],
     "hdf5": ["h5py>=3.8", "hdf5plugin>=4.0"],
-    "files": ["pillow>=9", "tifffile>=2023.1"],
+    "files": ["pillow>=9", "tifffile>=2023.1", "fabio>=2023.4", "pyyaml>=6"],
     "crypto": ["pycryptodome>=3.18"],
     "ssnet": ["torch>=2.1"],
     "ops": ["rich>=13", "pyyaml>=6", "matplotlib>=3.6"],

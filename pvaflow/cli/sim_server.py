@@ -14,8 +14,14 @@ and long names and meanings, with these differences:
 * ``-mpv/--metadata-pv`` values are not random: PV k (from 0) carries
   ``uniqueId * 1000 + k`` with the frame's exact time stamp (CA PVs too),
   see :mod:`pvaflow.sim.metadata_pvs`;
-* the pvapy options for notification PVs, compressed HDF5 chunks and
-  fabio/raw-binary inputs are not provided.
+* ``-npv/--notify-pv`` takes ``ca://`` (or bare) and ``pva://`` names, puts
+  just before the first frame (not at start-up), and a failed put ends the
+  run with exit 1; ``--notify-timeout`` bounds it;
+* ``-if``/``-id`` also read TIFF (tifffile) and the detector formats of
+  fabio; ``-cfg`` describes raw binary files (see
+  :mod:`pvaflow.sim.raw_binary`); ``-hcm`` streams HDF5 chunks as stored
+  and refuses filters our codecs do not read (see
+  :mod:`pvaflow.sim.hdf5_chunks`).
 
 ``-nf/--n-frames`` keeps pvapy's meaning: the number of *distinct* frames
 to generate (random mode) or to take from the input files. When it is <= 0
@@ -36,7 +42,7 @@ from pvaflow.cli.common import (EXIT_FAILURE, EXIT_OK, add_access_security_optio
                                 add_logging_options, new_parser, positive, print_error, run_tool,
                                 runtime_failures_reported, setup_logging)
 from pvaflow.hpc.errors import ConfigurationError
-from pvaflow.sim.frames import DATATYPES, COLOR_MODES, FrameSet, RandomFrames, open_inputs
+from pvaflow.sim.frames import DATATYPES, COLOR_MODES, FrameSet, RandomFrames
 
 PROG = "pvapy-ad-sim-server"
 
@@ -56,15 +62,22 @@ def build_parser():
     add("-cn", "--channel-name", dest="channel_name", default="pvapy:image",
         help="PVA channel to serve (default: pvapy:image).")
     add("-if", "--input-file", dest="input_file", default=None,
-        help="Input file to stream (.npy, .npz, or HDF5 .h5/.hdf5/.hdf with -hds);"
-             " without -if/-id random frames are generated.")
+        help="Input file to stream: .npy, .npz, HDF5 (.h5/.hdf5/.hdf/.nxs, with -hds), TIFF,"
+             " a detector format fabio reads (.cbf, .edf, .ge*, .mccd, .sfrm, ...) or raw"
+             " binary (with -cfg); without -if/-id random frames are generated.")
     add("-id", "--input-directory", dest="input_directory", default=None,
-        help="Directory whose .npy/.npz/.h5/.hdf5/.hdf files are streamed, in name order"
-             " (then -if, if given).")
+        help="Directory whose image files (the types of -if; .raw/.bin/.dat with -cfg) are"
+             " streamed in name order, then -if if given.")
     add("-mm", "--mmap-mode", dest="mmap_mode", action="store_true",
-        help="Memory-map .npy input files instead of reading them at once.")
+        help="Memory-map .npy (and uncompressed TIFF) input files instead of reading them.")
     add("-hds", "--hdf-dataset", dest="hdf_dataset", default=None,
         help="Dataset to stream from HDF5 input files (needed for HDF5 input).")
+    add("-hcm", "--hdf-compression-mode", dest="hdf_compression_mode", action="store_true",
+        help="Stream the HDF5 dataset's compressed chunks as stored (blosc, lz4 or"
+             " bitshuffle/LZ4 filters) as compressed NTNDArrays, without decompressing.")
+    add("-cfg", "--config-file", dest="config_file", default=None,
+        help="YAML layout of raw binary input files: width, height, datatype, and optionally"
+             " header_offset, between_frames, n_images, endian (under file_info: or top level).")
     add("-fps", "--frame-rate", dest="frame_rate", type=positive(float), default=20.0,
         help="Frames per second (default: 20); 0 publishes as fast as possible.")
     add("-nx", "--n-x-pixels", dest="n_x_pixels", type=positive(int, allow_zero=False),
@@ -100,6 +113,14 @@ def build_parser():
         help="Metadata PVs updated once per frame with the frame's time stamp:"
              " 'pva://name,ca://name,name' (bare names are CA, served by an in-process IOC);"
              " PV k (from 0) carries uniqueId * 1000 + k.")
+    add("-npv", "--notify-pv", dest="notify_pv", default=None,
+        help="PV to put -nvl into just before the first frame (areaDetector's acquire"
+             " trigger, e.g. 13PVA1:cam1:Acquire): ca://name or bare (CA), pva://name.")
+    add("-nvl", "--notify-pv-value", dest="notify_pv_value", default="1",
+        help="Value for -npv, converted to the PV's type; enum choices by name"
+             " (e.g. Acquire) or index (default: 1).")
+    add("--notify-timeout", dest="notify_timeout", type=positive(float, allow_zero=False),
+        default=5.0, help="Seconds to wait for -npv to connect and take the value (default: 5).")
     add("--codec", dest="codec", default=None, choices=("lz4", "blosc", "bslz4"),
         help="Publish the frames compressed with this codec, as areaDetector's"
              " NDPluginCodec does (needs the imagecodecs package).")
@@ -121,14 +142,36 @@ def build_parser():
 
 def make_frame_set(args):
     """The frames to stream, from the parsed options (ConfigurationError on bad input)."""
-    if args.lartpc and (args.input_file or args.input_directory):
+    files = args.input_file or args.input_directory
+    if args.lartpc and files:
         raise ConfigurationError("--lartpc generates its own events; drop -if/-id to use it")
-    if args.input_file or args.input_directory:
+    if not files:
+        for flag, given in (("-hcm", args.hdf_compression_mode), ("-cfg", args.config_file)):
+            if given:
+                raise ConfigurationError(f"{flag} applies to input files; add -if FILE or -id DIR")
+        for flag, given in (("-hds", args.hdf_dataset), ("-mm", args.mmap_mode)):
+            if given:
+                log.warning("%s applies to input files only; ignored with random frames", flag)
+    if files:
+        from pvaflow.sim.file_inputs import InputOptions, open_inputs  # pylint: disable=import-outside-toplevel
+        if args.hdf_compression_mode and args.codec:
+            raise ConfigurationError("-hcm publishes the chunks as they are compressed in the"
+                                     " file; drop --codec or -hcm")
         if args.color_mode:
             log.warning("-cm/--color-mode does not apply to file input; frames are mono")
-        sources = open_inputs(args.input_file, args.input_directory,
-                              args.mmap_mode, args.hdf_dataset)
-        return FrameSet(sources, limit=args.n_frames)
+        layout = None
+        if args.config_file:
+            from pvaflow.sim.raw_binary import load_layout  # pylint: disable=import-outside-toplevel
+            layout = load_layout(args.config_file)
+        options = InputOptions(args.mmap_mode, args.hdf_dataset, args.hdf_compression_mode,
+                               layout)
+        sources = open_inputs(args.input_file, args.input_directory, options)
+        try:
+            return FrameSet(sources, limit=args.n_frames)
+        except BaseException:
+            for source in sources:
+                source.close()
+            raise
     count = args.n_frames if args.n_frames > 0 else args.cache_size
     if args.lartpc:
         from pvaflow.sim.lartpc import LArTPCFrames  # pylint: disable=import-outside-toplevel
@@ -167,6 +210,9 @@ def _body(args):
         group = args.access_security_readonly_group  # the image record is read-only
         config.access_policy = AccessPolicy(args.access_security_file, group, group,
                                             args.access_security_macros)
+    if args.notify_pv:
+        from pvaflow.sim.notify import StartNotifier  # pylint: disable=import-outside-toplevel
+        config.notifier = StartNotifier(args.notify_pv, args.notify_pv_value, args.notify_timeout)
     if not config.channel:
         raise ConfigurationError("the channel name is empty; give one with -cn/--channel-name")
     from pvaflow.hpc.naming import validate_channel  # pylint: disable=import-outside-toplevel

@@ -37,6 +37,7 @@ the first decoder or encoder is made.
 import threading
 
 import numpy as np
+import pvaccess as pva
 
 from . import ntndarray
 from .errors import ConfigurationError, FrameFormatError
@@ -354,19 +355,41 @@ class Encoder:
     def fill(self, nt, image, color_mode=None):
         """Put ``image``, compressed, into NTNDArray ``nt`` with codec, sizes and dimensions."""
         image = np.asarray(image)
-        data = self.encode(image)
-        nt["value"] = {"ubyteValue": data}
-        if ntndarray.shape_of(nt) != image.shape:
-            nt["dimension"] = [
-                {"size": int(n), "offset": 0, "fullSize": int(n), "binning": 1, "reverse": False}
-                for n in reversed(image.shape)]
-        if nt.getString("codec.name") != self.codec or ntndarray.codec_of(nt)[1] != image.dtype:
-            ntndarray.set_codec(nt, self.codec, image.dtype)
-        nt.setLong("compressedSize", int(data.size))
-        nt.setLong("uncompressedSize", int(image.nbytes))
-        if color_mode is not None:
-            ntndarray.set_attributes(nt, {"ColorMode": int(color_mode)})
-        return nt
+        return fill_compressed(nt, self.encode(image), self.codec, image.shape, image.dtype,
+                               color_mode)
+
+
+def fill_compressed(nt, payload, codec, shape, dtype, color_mode=None):
+    """Put ``payload`` (uint8, already compressed with ``codec``) into NTNDArray ``nt``.
+
+    ``shape`` (numpy axis order) and ``dtype`` describe the decoded image;
+    the dimensions, codec, sizes and (when given) the ``ColorMode``
+    attribute are set to match.
+    """
+    dtype = np.dtype(dtype)
+    nt["value"] = {"ubyteValue": payload}
+    if ntndarray.shape_of(nt) != tuple(shape):
+        nt["dimension"] = [
+            {"size": int(n), "offset": 0, "fullSize": int(n), "binning": 1, "reverse": False}
+            for n in reversed(shape)]
+    if nt.getString("codec.name") != codec or ntndarray.codec_of(nt)[1] != dtype:
+        ntndarray.set_codec(nt, codec, dtype)
+    count = 1
+    for size in shape:
+        count *= int(size)
+    nt.setLong("compressedSize", int(len(payload)))
+    nt.setLong("uncompressedSize", count * dtype.itemsize)
+    if color_mode is not None:
+        ntndarray.set_attributes(nt, {"ColorMode": int(color_mode)})
+    return nt
+
+
+def new_compressed_ntndarray(payload, codec, shape, dtype):
+    """A new mono NTNDArray holding ``payload`` (bytes-like, compressed with ``codec``)."""
+    if codec not in CODECS:
+        raise CodecError(f"unknown codec '{codec}'; use one of: {', '.join(CODECS)}")
+    data = np.frombuffer(payload, dtype=np.uint8)
+    return fill_compressed(pva.NtNdArray(), data, codec, shape, dtype, ntndarray.ColorMode.MONO)
 
 
 _local = threading.local()

@@ -20,9 +20,7 @@ NTNDArray channel:
    the summary at the end.
 """
 
-import json
 import logging
-import math
 import os
 import queue
 import sys
@@ -35,6 +33,7 @@ import pvaccess as pva
 
 from pvaflow.hpc.errors import ConfigurationError
 from pvaflow.sim.frames import build_frame, make_encoder
+from pvaflow.sim.summary import summary_line, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +59,7 @@ class SimConfig:
     summary_file: str = None
     codec: str = None
     metadata_pvs: str = None
+    notifier: object = None  # pvaflow.sim.notify.StartNotifier (-npv), or None
     access_policy: object = None  # pvaflow.hpc.access.AccessPolicy, or None: unprotected
 
 
@@ -149,6 +149,8 @@ class SimServer:
         self._print(f"serving {self.config.channel}: {self.frames.describe()}")
         for line in self._metadata.describe() if self._metadata is not None else ():
             self._print(line)
+        if self.config.notifier is not None:
+            self._print(self.config.notifier.describe())
         self._print(f"{mode}; target {rate} for {self.config.runtime:g} s,"
                     f" starting in {self.config.start_delay:g} s")
 
@@ -285,17 +287,28 @@ class SimServer:
         if delay > 0 and not self._stop.is_set():
             self._stop.wait(delay)
         publisher = None
+        if config.notifier is not None and not self._stop.is_set():
+            self._notify(config.notifier)
         if not self._stop.is_set():
             publisher = threading.Thread(target=self._publish, args=(publisher_frames,),
                                          name="sim-publisher", daemon=True)
             publisher.start()
             self._report_until_done(publisher)
         summary = self.summary()
-        self._print(self.summary_line(summary))
+        self._print(summary_line(summary))
         if config.summary_file:
             write_summary(config.summary_file, summary)
         self._shutdown()
         return summary
+
+    def _notify(self, notifier):
+        """Put the -npv value just before the first frame; a failure ends the run."""
+        from pvaflow.sim.notify import NotifyError  # pylint: disable=import-outside-toplevel
+        try:
+            self._print(notifier.notify())
+        except NotifyError as exc:
+            self.error, self.stopped_by = exc, "error"
+            self._stop.set()
 
     def _report_until_done(self, publisher):
         """Plain report lines every report period; on a terminal, a live progress line."""
@@ -369,30 +382,5 @@ class SimServer:
             "frame_shape": list(self.frames.frame_shape),
             "dtype": self.frames.dtype.name,
             "color_mode": int(self.frames.color_mode),
-            "codec": self.config.codec or "",
+            "codec": self.config.codec or getattr(self.frames, "codec", "") or "",
         }
-
-    @staticmethod
-    def summary_line(summary):
-        """The final report line."""
-        ids = "no ids"
-        if summary["published"]:
-            ids = f"ids {summary['first_id']}-{summary['last_id']}"
-        return (f"summary: published {summary['published']} frames ({ids}),"
-                f" {summary['rate']:.1f} fps, elapsed {summary['elapsed_s']:.3f} s,"
-                f" stopped by {summary['stopped_by']}")
-
-
-def write_summary(path, summary):
-    """Write ``summary`` as JSON, atomically (temporary file then rename)."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w") as handle:
-        json.dump(summary, handle, default=_json_default)
-        handle.write("\n")
-    os.replace(temporary, path)
-
-
-def _json_default(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return str(value)
