@@ -19,6 +19,7 @@ EXTRAS = {
 EXTRAS["test"] = [
     "pytest>=7",
     "pytest-timeout>=2.1",
+    "pytest-xdist>=3",
     "p4p>=4.1",
     "psutil>=5.9",
     # independent implementations the codec tests compare against
