@@ -93,6 +93,8 @@ class LearnedIdSchedule(IdSchedule):
         super().__init__(updates, updates)
         self.known = False
         self._recent = collections.deque(maxlen=confirm)
+        self._run_step = None  # the size of the latest jumps and how many in a row
+        self._run_length = 0
 
     @property
     def every_id(self):
@@ -104,13 +106,15 @@ class LearnedIdSchedule(IdSchedule):
         return super().count_between(previous, current)
 
     def observe(self, previous, current, counted):
-        self._recent.append((previous, current, counted))
-        self.learn(previous, current)
         recent = self._recent
-        if len(recent) < recent.maxlen:
-            return 0
+        recent.append((previous, current, counted))
+        self.learn(previous, current)
         step = current - previous
-        if any(c - p != step for p, c, _ in recent):
+        if step == self._run_step:
+            self._run_length += 1
+        else:
+            self._run_step, self._run_length = step, 1
+        if self._run_length < recent.maxlen:  # the last `confirm` jumps differ
             return 0
         period = step + self.updates - 1
         if self.known and period == self.period:
