@@ -26,7 +26,8 @@ size and 4-byte block size before the stream).
 
 :class:`Decoder` decodes into a buffer it keeps, so frames of the same size
 need no new allocation; what it returns is valid until its next call.
-:class:`Encoder` writes the same formats, also into a kept buffer. Every
+:class:`Encoder` (in :mod:`pvaflow.hpc.codec_encoder`, importable from here) writes
+the same formats, also into a kept buffer. Every
 problem with one frame raises :class:`CodecError` (a
 :class:`~pvaflow.hpc.errors.FrameFormatError`) with a one-line message.
 
@@ -37,65 +38,15 @@ the first decoder or encoder is made.
 import threading
 
 import numpy as np
-import pvaccess as pva
 
 from . import ntndarray
-from .errors import ConfigurationError, FrameFormatError
+from .codec_encoder import Encoder, fill_compressed, new_compressed_ntndarray
+from .codec_formats import (BLOSC_HEADER_BYTES, BSHUF_MULTIPLE, H5_HEADER_BYTES, BLOSC_COMPRESSORS,
+                            CODECS, CodecError, ReusedBuffer, big_endian_int, bslz4_block_size,
+                            bslz4_blocks, load_imagecodecs)
 
-#: Codec names this module reads and writes.
-CODECS = ("lz4", "blosc", "bslz4")
-
-#: Blosc compressors an :class:`Encoder` may use inside a blosc frame.
-BLOSC_COMPRESSORS = ("blosclz", "lz4", "lz4hc", "zlib", "zstd")
-
-# bitshuffle's default block: 8 KiB of elements, a multiple of 8, at least 128.
-_BSHUF_TARGET_BYTES = 8192
-_BSHUF_MULTIPLE = 8
-_BSHUF_MIN_BLOCK = 128
-_HEADER_BYTES = 12  # HDF5 filter header: 8-byte size + 4-byte block size
-_BLOSC_HEADER_BYTES = 16
-
-
-class CodecError(FrameFormatError):
-    """A compressed frame that cannot be decoded (or an image that cannot be encoded)."""
-
-
-def _imagecodecs():
-    try:
-        import imagecodecs  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        raise ConfigurationError(
-            "compressed frames need the imagecodecs package: pip install imagecodecs"
-            " (or pip install 'pvaflow[codecs]')") from None
-    return imagecodecs
-
-
-def bslz4_block_size(itemsize):
-    """bitshuffle's default block size, in elements, for ``itemsize``-byte elements."""
-    block = _BSHUF_TARGET_BYTES // itemsize
-    return max(block - block % _BSHUF_MULTIPLE, _BSHUF_MIN_BLOCK)
-
-
-class _Buffer:
-    """A byte buffer that grows when needed and is otherwise reused."""
-
-    def __init__(self):
-        self.array = np.empty(0, np.uint8)
-        self.n_allocations = 0
-
-    def get(self, nbytes, reserve=0):
-        """Return a writable uint8 array of ``nbytes`` (a view of the kept buffer).
-
-        When the buffer must grow, it grows to at least ``reserve`` bytes.
-        """
-        if nbytes > self.array.size:
-            self.array = np.empty(max(nbytes, reserve), np.uint8)
-            self.n_allocations += 1
-        return self.array[:nbytes]
-
-
-def _be(view, start, length):
-    return int.from_bytes(view[start:start + length], "big")
+__all__ = ["CODECS", "BLOSC_COMPRESSORS", "CodecError", "Decoder", "Encoder", "bslz4_block_size",
+           "fill_compressed", "new_compressed_ntndarray", "pixels"]
 
 
 class Decoder:
@@ -106,11 +57,11 @@ class Decoder:
     """
 
     def __init__(self, numthreads=1):
-        self._ic = _imagecodecs()
+        self._ic = load_imagecodecs()
         self.numthreads = max(int(numthreads), 1)
-        self._out = _Buffer()
-        self._scratch = _Buffer()
-        self._packed = _Buffer()
+        self._out = ReusedBuffer()
+        self._scratch = ReusedBuffer()
+        self._packed = ReusedBuffer()
         self._decoders = {"lz4": self._lz4, "blosc": self._blosc, "bslz4": self._bslz4}
 
     @property
@@ -181,7 +132,7 @@ class Decoder:
 
     def _lz4(self, view, itemsize, nbytes, out):
         ic = self._ic
-        if len(view) >= _HEADER_BYTES and view[0] == 0 and _be(view, 0, 8) == nbytes:
+        if len(view) >= H5_HEADER_BYTES and view[0] == 0 and big_endian_int(view, 0, 8) == nbytes:
             result = ic.lz4h5_decode(view, out=out)  # an HDF5 LZ4 filter chunk
         else:
             result = ic.lz4_decode(view, out=out)
@@ -189,7 +140,7 @@ class Decoder:
             raise CodecError(f"codec 'lz4': data decode to {len(result)} bytes, expected {nbytes}")
 
     def _blosc(self, view, itemsize, nbytes, out):
-        if len(view) < _BLOSC_HEADER_BYTES:
+        if len(view) < BLOSC_HEADER_BYTES:
             raise CodecError(f"codec 'blosc': {len(view)} bytes cannot hold a blosc header")
         declared = int.from_bytes(view[4:8], "little")
         cbytes = int.from_bytes(view[12:16], "little")
@@ -207,15 +158,15 @@ class Decoder:
                              f" {itemsize}-byte elements")
         block = bslz4_block_size(itemsize)
         total = len(view)
-        if total > _HEADER_BYTES and _be(view, 0, 8) == nbytes and (
-                nbytes >= _BSHUF_MULTIPLE * itemsize or total == _HEADER_BYTES + nbytes):
-            block_bytes = _be(view, 8, 4)  # an HDF5 bitshuffle filter chunk
-            if block_bytes <= 0 or block_bytes % (itemsize * _BSHUF_MULTIPLE):
+        if total > H5_HEADER_BYTES and big_endian_int(view, 0, 8) == nbytes and (
+                nbytes >= BSHUF_MULTIPLE * itemsize or total == H5_HEADER_BYTES + nbytes):
+            block_bytes = big_endian_int(view, 8, 4)  # an HDF5 bitshuffle filter chunk
+            if block_bytes <= 0 or block_bytes % (itemsize * BSHUF_MULTIPLE):
                 raise CodecError(f"codec 'bslz4': invalid block size {block_bytes} in header")
             block = block_bytes // itemsize
-            view = view[_HEADER_BYTES:]
+            view = view[H5_HEADER_BYTES:]
         shuffled = self._scratch.get(nbytes)
-        sizes = _bslz4_blocks(view, nbytes // itemsize, itemsize, block)
+        sizes = bslz4_blocks(view, nbytes // itemsize, itemsize, block)
         done = sum(sizes[1::2])
         if done:
             self._unpack_blocks(view, sizes, shuffled, done, block * itemsize)
@@ -245,151 +196,13 @@ class Decoder:
         # Otherwise one call: the blocks are laid out as in an HDF5 LZ4 chunk.
         length = sum(sizes[0::2]) + 4 * (len(sizes) // 2)
         # Room for any compressed size of this frame size, so same-size frames reuse it.
-        packed = self._packed.get(_HEADER_BYTES + length, done + done // 64 + 4096)
+        packed = self._packed.get(H5_HEADER_BYTES + length, done + done // 64 + 4096)
         packed[:8] = np.frombuffer(done.to_bytes(8, "big"), np.uint8)
         packed[8:12] = np.frombuffer(block_bytes.to_bytes(4, "big"), np.uint8)
-        packed[_HEADER_BYTES:] = np.frombuffer(view, np.uint8, length)
+        packed[H5_HEADER_BYTES:] = np.frombuffer(view, np.uint8, length)
         result = ic.lz4h5_decode(memoryview(packed), out=shuffled[:done])
         if len(result) != done:
             raise CodecError(f"codec 'bslz4': blocks decode to {len(result)} bytes, expected {done}")
-
-
-def _bslz4_blocks(view, n_elements, itemsize, block):
-    """Walk a bslz4 stream; return [compressed, size, compressed, size, ...] per block.
-
-    Checks every length against the data, so nothing reads past its end.
-    """
-    full, partial = divmod(n_elements, block)
-    last = partial - partial % _BSHUF_MULTIPLE
-    sizes = []
-    total = len(view)
-    pos = 0
-    for index in range(full + (1 if last else 0)):
-        if pos + 4 > total:
-            raise CodecError(f"codec 'bslz4': truncated stream at block {index}")
-        clen = int.from_bytes(view[pos:pos + 4], "big")
-        pos += 4 + clen
-        if clen == 0 or pos > total:
-            raise CodecError(f"codec 'bslz4': block {index} length {clen} is invalid")
-        sizes.append(clen)
-        sizes.append((block if index < full else last) * itemsize)
-    return sizes
-
-
-class Encoder:
-    """Compress images with one codec, into a reused buffer.
-
-    ``level``: compression level (lz4: acceleration is fixed; blosc: 0-9,
-    default 5). ``blosc_compressor``/``shuffle``/``numthreads`` apply to blosc
-    (shuffle: 0 none, 1 byte, 2 bit).
-    """
-
-    def __init__(self, codec, level=None, blosc_compressor="lz4", shuffle=1, numthreads=1):
-        if codec not in CODECS:
-            raise ConfigurationError(f"unknown codec '{codec}'; use one of: {', '.join(CODECS)}")
-        if blosc_compressor not in BLOSC_COMPRESSORS:
-            raise ConfigurationError(f"unknown blosc compressor '{blosc_compressor}';"
-                                     f" use one of: {', '.join(BLOSC_COMPRESSORS)}")
-        if shuffle not in (0, 1, 2):
-            raise ConfigurationError(f"blosc shuffle must be 0, 1 or 2, got {shuffle!r}")
-        self._ic = _imagecodecs()
-        self.codec = codec
-        self.level = 5 if level is None and codec == "blosc" else level
-        self.blosc_compressor = blosc_compressor
-        self.shuffle = shuffle
-        self.numthreads = max(int(numthreads), 1)
-        self._out = _Buffer()
-        self._scratch = _Buffer()
-        self._encode = {"lz4": self._lz4, "blosc": self._blosc, "bslz4": self._bslz4}[codec]
-
-    def encode(self, image):
-        """Return the compressed bytes of ``image`` (a uint8 view of the kept buffer)."""
-        image = np.asarray(image)
-        if image.dtype not in ntndarray.FIELD_BY_DTYPE:
-            raise CodecError(f"codec '{self.codec}': cannot encode data type {image.dtype}")
-        flat = np.ascontiguousarray(image).reshape(-1).view(np.uint8)
-        bound = flat.size + flat.size // 200 + 1024 + _BLOSC_HEADER_BYTES
-        return self._encode(flat, image.dtype.itemsize, self._out.get(2 * bound))
-
-    def _lz4(self, flat, itemsize, out):
-        return self._ic.lz4_encode(memoryview(flat), out=out)
-
-    def _blosc(self, flat, itemsize, out):
-        # imagecodecs takes the type size from the array's items: give it typed elements.
-        return self._ic.blosc_encode(flat.view(f"u{itemsize}"), self.level,
-                                     compressor=self.blosc_compressor, shuffle=self.shuffle,
-                                     typesize=itemsize, numthreads=self.numthreads, out=out)
-
-    def _bslz4(self, flat, itemsize, out):
-        ic = self._ic
-        nbytes = flat.size
-        block = bslz4_block_size(itemsize)
-        done = nbytes - (nbytes // itemsize) % _BSHUF_MULTIPLE * itemsize  # whole groups of 8
-        shuffled = self._scratch.get(nbytes)
-        ic.bitshuffle_encode(memoryview(flat), itemsize=itemsize, blocksize=block, out=shuffled)
-        start = end = 0
-        if done:
-            # All blocks in one call, laid out as an HDF5 LZ4 chunk after a 12-byte header.
-            packed = ic.lz4h5_encode(memoryview(shuffled[:done]), blocksize=block * itemsize, out=out)
-            start, end = _HEADER_BYTES, len(packed)
-            sizes = _bslz4_blocks(memoryview(out[start:end]), done // itemsize, itemsize, block)
-            if any(c == s for c, s in zip(sizes[0::2], sizes[1::2])):
-                start, end = 0, self._bslz4_by_block(shuffled, done, block * itemsize, out)
-        rest = nbytes - done
-        out[end:end + rest] = shuffled[done:]
-        return out[start:end + rest]
-
-    def _bslz4_by_block(self, shuffled, done, block_bytes, out):
-        """Encode block by block: bitshuffle LZ4-compresses every block, even one stored raw
-        by the HDF5 LZ4 format because it did not shrink."""
-        target = memoryview(out)
-        source = memoryview(shuffled)
-        pos = 0
-        for first in range(0, done, block_bytes):
-            part = self._ic.lz4_encode(source[first:min(first + block_bytes, done)],
-                                       out=target[pos + 4:])
-            target[pos:pos + 4] = len(part).to_bytes(4, "big")
-            pos += 4 + len(part)
-        return pos
-
-    def fill(self, nt, image, color_mode=None):
-        """Put ``image``, compressed, into NTNDArray ``nt`` with codec, sizes and dimensions."""
-        image = np.asarray(image)
-        return fill_compressed(nt, self.encode(image), self.codec, image.shape, image.dtype,
-                               color_mode)
-
-
-def fill_compressed(nt, payload, codec, shape, dtype, color_mode=None):
-    """Put ``payload`` (uint8, already compressed with ``codec``) into NTNDArray ``nt``.
-
-    ``shape`` (numpy axis order) and ``dtype`` describe the decoded image;
-    the dimensions, codec, sizes and (when given) the ``ColorMode``
-    attribute are set to match.
-    """
-    dtype = np.dtype(dtype)
-    nt["value"] = {"ubyteValue": payload}
-    if ntndarray.shape_of(nt) != tuple(shape):
-        nt["dimension"] = [
-            {"size": int(n), "offset": 0, "fullSize": int(n), "binning": 1, "reverse": False}
-            for n in reversed(shape)]
-    if nt.getString("codec.name") != codec or ntndarray.codec_of(nt)[1] != dtype:
-        ntndarray.set_codec(nt, codec, dtype)
-    count = 1
-    for size in shape:
-        count *= int(size)
-    nt.setLong("compressedSize", int(len(payload)))
-    nt.setLong("uncompressedSize", count * dtype.itemsize)
-    if color_mode is not None:
-        ntndarray.set_attributes(nt, {"ColorMode": int(color_mode)})
-    return nt
-
-
-def new_compressed_ntndarray(payload, codec, shape, dtype):
-    """A new mono NTNDArray holding ``payload`` (bytes-like, compressed with ``codec``)."""
-    if codec not in CODECS:
-        raise CodecError(f"unknown codec '{codec}'; use one of: {', '.join(CODECS)}")
-    data = np.frombuffer(payload, dtype=np.uint8)
-    return fill_compressed(pva.NtNdArray(), data, codec, shape, dtype, ntndarray.ColorMode.MONO)
 
 
 _local = threading.local()

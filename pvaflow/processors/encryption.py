@@ -33,7 +33,6 @@ objects the decryptor accepts: give ``verifyKeyFile`` for authenticity.
 """
 
 import os
-import struct
 import time
 from collections import OrderedDict
 
@@ -43,51 +42,10 @@ import pvaccess as pva
 from pvaflow.hpc import UserDataProcessor
 from pvaflow.hpc.errors import ConfigurationError
 from pvaflow.processors.codec_processors import Throughput, int_arg, refuse_remote_paths
+from pvaflow.processors.encryption_format import (ENCRYPTED_TYPE, HEADER, MAGIC, SIGNED,
+                                                   TAG_BYTES, VERSION, Rejected, load_key,
+                                                   require_crypto, signed_digest)
 from pvaflow.processors.frame_bytes import MalformedFrame, restore_frame, serialize_frame
-
-ENCRYPTED_TYPE = {
-    "uniqueId": pva.INT, "timeStamp": pva.PvTimeStamp(), "header": [pva.UBYTE],
-    "wrappedKey": [pva.UBYTE], "tag": [pva.UBYTE], "ciphertext": [pva.UBYTE],
-    "signature": [pva.UBYTE],
-}
-MAGIC, VERSION, SIGNED = b"PVFE", 1, 1
-# magic, version, flags, session, sequence, nonce, uniqueId, seconds, nanoseconds, userTag
-HEADER = struct.Struct("!4sBB8sQ12siqii")
-TAG_BYTES = 16
-
-
-class Rejected(Exception):
-    """An encrypted object that fails a check; ``reason`` names the counter."""
-
-    def __init__(self, reason, message):
-        super().__init__(message)
-        self.reason = reason
-
-
-def _crypto():
-    try:
-        from Crypto.PublicKey import RSA  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        raise ConfigurationError("encryption needs pycryptodome: pip install pycryptodome") from None
-    return RSA
-
-
-def load_key(path, private, passphrase_env=None):
-    """Read an RSA key (PEM) of at least 2048 bits; ConfigurationError when unusable."""
-    RSA = _crypto()
-    passphrase = os.environ.get(passphrase_env) if passphrase_env else None
-    try:
-        with open(path, "rb") as handle:
-            key = RSA.import_key(handle.read(), passphrase)
-    except (OSError, ValueError, IndexError, TypeError) as exc:
-        raise ConfigurationError(f"cannot read RSA key {path}: {exc}") from None
-    if private and not key.has_private():
-        raise ConfigurationError(f"{path} holds a public key; a private key is needed here")
-    if key.size_in_bits() < 2048:
-        raise ConfigurationError(f"{path}: RSA keys of {key.size_in_bits()} bits are too weak;"
-                                 " use 2048 bits or more")
-    return key
-
 
 def _grow(buffer, size):
     return buffer if buffer.size >= size else np.empty(size, np.uint8)
@@ -112,7 +70,7 @@ class Encryptor(UserDataProcessor):
         self.allow_remote_paths = bool(config.get("allowRemotePaths", False))
         if not config.get("publicKeyFile"):
             raise ConfigurationError("Encryptor needs \"publicKeyFile\" (the receiver's RSA public key)")
-        _crypto()
+        require_crypto()
         from Crypto.Cipher import AES  # pylint: disable=import-outside-toplevel
         from Crypto.Hash import SHA256  # pylint: disable=import-outside-toplevel
         self._aes, self._sha256, self._signer = AES, SHA256, None
@@ -234,15 +192,6 @@ class Encryptor(UserDataProcessor):
                 "encryptMBps": pva.DOUBLE, "lastError": pva.STRING}
 
 
-def signed_digest(sha256, header, wrapped, tag, ciphertext):
-    """The SHA-256 hash object the RSA-PSS signature covers."""
-    digest = sha256.new(bytes(header))
-    digest.update(memoryview(wrapped))
-    digest.update(bytes(tag))
-    digest.update(ciphertext)
-    return digest
-
-
 class Decryptor(UserDataProcessor):
     """Check and decrypt the objects of an :class:`Encryptor` (see the module docstring).
 
@@ -261,7 +210,7 @@ class Decryptor(UserDataProcessor):
         self.allow_remote_paths = bool(config.get("allowRemotePaths", False))
         if not config.get("privateKeyFile"):
             raise ConfigurationError("Decryptor needs \"privateKeyFile\" (its own RSA private key)")
-        _crypto()
+        require_crypto()
         from Crypto.Cipher import AES  # pylint: disable=import-outside-toplevel
         from Crypto.Hash import SHA256  # pylint: disable=import-outside-toplevel
         self._aes, self._sha256, self._verifier = AES, SHA256, None
