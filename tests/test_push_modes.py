@@ -116,7 +116,12 @@ def test_pvapy_sender_feeds_pvaflow_receiver(procs, prefix, tmp_path, mode):
     procs.wait(up, 30)
     stop(procs, down)
     final = read_stats_lines(down_stats)[-1]
-    assert final["processorStats"]["nProcessed"] == n, final
+    if mode == "rpc":  # the lossless hand-off
+        assert final["processorStats"]["nProcessed"] == n, final
+    else:  # the rare put race of pvas input (see test_pva_output_into_pvas_input), counted
+        r = final["receiverStats"]
+        assert final["processorStats"]["nProcessed"] + r["nMissed"] == n, final
+        assert r["nMissed"] == r["nDuplicates"] <= n // 50, final
 
 
 @pytest.mark.parametrize("mode", ["rpc", "pva"])
