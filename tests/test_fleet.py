@@ -101,6 +101,21 @@ def test_restarted_child_keeps_counting(procs, prefix, tmp_path):
     assert "died (signal 9)" in out
 
 
+def test_children_stop_when_the_parent_is_killed(procs, prefix, tmp_path):
+    """A parent killed with SIGKILL cannot forward a stop: its consumers notice and stop."""
+    fleet = procs.consumer("-ic", f"{prefix}:img", "-nc", 2, "-rp", 0, "-sc", f"{prefix}:status:*")
+    parent = psutil.Process(fleet.pid)
+    wait_for(lambda: len([p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]) == 2,
+             30, 0.2, "two consumer processes")
+    consumers = [p for p in parent.children() if "spawn_main" in " ".join(p.cmdline())]
+    os.kill(fleet.pid, signal.SIGKILL)
+    fleet.wait(10)
+    gone, alive = psutil.wait_procs(consumers, timeout=15)
+    for p in alive:  # leave nothing behind even when the test fails
+        p.kill()
+    assert not alive, f"orphaned consumers still running: {[p.pid for p in alive]}"
+
+
 def test_child_startup_error_is_shown_once(procs, prefix, tmp_path):
     fleet = procs.consumer("-ic", f"{prefix}:img", "-nc", 3, "-pf", os.path.join(PROCESSORS, "faulty.py"),
                            "-pc", "ConstructorRaises", "-rt", 20)

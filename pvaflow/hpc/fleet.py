@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 
 from . import shared_counters
@@ -34,8 +35,23 @@ class RestartPolicy:
     unresponsive: float = 30.0  # seconds without a status message before a child is killed
 
 
-def _child_main(config_dict, raw_counters, conn, log_level, log_file):
+def _stop_with_parent(parent_pid, consumer, period=0.5):
+    """Stop ``consumer`` (drained, final status published) once the supervising parent is
+    gone: a parent killed with SIGKILL cannot forward a stop, and an orphaned consumer
+    would keep its channel names from the fleet started next."""
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(period)
+        log.warning("supervising process %d is gone: stopping", parent_pid)
+        consumer.request_stop()
+
+    threading.Thread(target=watch, name="pvaflow-parent-watch", daemon=True).start()
+
+
+def _child_main(config_dict, raw_counters, conn, log_level, log_file, parent_pid=None):
     """Entry point of a spawned consumer process."""
+    parent_pid = parent_pid or os.getppid()
     from .consumer import Consumer
     from .consumer_config import ConsumerConfig
 
@@ -63,6 +79,7 @@ def _child_main(config_dict, raw_counters, conn, log_level, log_file):
     consumer.reporter.print_reports = False
     signal.signal(signal.SIGINT, consumer.request_stop)
     signal.signal(signal.SIGTERM, consumer.request_stop)
+    _stop_with_parent(parent_pid, consumer)
     try:
         code = consumer.run()
     except Exception as exc:  # reported to the parent, which decides on a restart
@@ -102,7 +119,8 @@ class _Child:
         parent_conn, child_conn = self.context.Pipe(duplex=False)
         self.process = self.context.Process(
             target=_child_main, name=f"pvaflow-consumer-{self.consumer_id}",
-            args=(dataclasses.asdict(config), self.raw, child_conn, log_level, log_file))
+            args=(dataclasses.asdict(config), self.raw, child_conn, log_level, log_file,
+                  os.getpid()))
         saved = os.environ.get("CUDA_VISIBLE_DEVICES")
         if cuda_device is not None:  # a spawned child inherits the environment at start
             os.environ["CUDA_VISIBLE_DEVICES"] = cuda_device
