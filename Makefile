@@ -33,7 +33,7 @@ test: $(VENV)/.stamp-test
 	$(VPY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(VENV)/.stamp-bench
-	$(VPY) -m pytest -m bench -p no:cacheprovider $(PYTEST_ARGS) benchmarks
+	$(VPY) -m pytest -m bench -s -p no:cacheprovider $(PYTEST_ARGS) benchmarks
 
 soak: $(VENV)/.stamp-test
 	$(VPY) -m pytest -m slow $(PYTEST_ARGS)
