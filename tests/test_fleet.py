@@ -159,3 +159,18 @@ def test_cuda_devices_are_assigned_one_per_consumer(procs, prefix, tmp_path):
     assert rc == 0, err
     seen = {cid: child["userStats"]["cudaVisibleDevices"] for cid, child in final["children"].items()}
     assert seen == {"1": "0", "2": "1", "3": "0"}
+
+
+def test_fleet_parent_live_line_only_on_a_terminal(prefix):
+    import subprocess
+    import sys
+    from conftest import run_on_terminal
+    args = [sys.executable, "-m", "pvaflow.cli.consumer", "-ic", f"{prefix}:none", "-nc", 2,
+            "-rt", 3.5, "-rp", 0]
+    args = [str(a) for a in args]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    rc, on_tty = run_on_terminal(args, env, timeout=60)
+    assert rc == 0, on_tty
+    assert on_tty.count("\r[fleet]") >= 2 and "2/2 running" in on_tty and "FINAL" in on_tty
+    piped = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert piped.returncode == 0 and "\r" not in piped.stdout and "FINAL" in piped.stdout

@@ -203,6 +203,7 @@ class Fleet:
         self.exit_code = 0
         self.started_at = None
         self.cuda_devices = list(cuda_devices or [])
+        self._progress_width = 0
 
     def cuda_device(self, child):
         """The CUDA_VISIBLE_DEVICES value of ``child`` (one device each, round robin)."""
@@ -218,6 +219,8 @@ class Fleet:
         for child in self.children:
             child.start(self.log_level, self.log_file, cuda_device=self.cuda_device(child))
         next_report = self.started_at + (self.report_period if self.report_period > 0 else 1e18)
+        live = sys.stdout.isatty()
+        next_progress = self.started_at + 1.0
         forwarded = False
         while True:
             for child in self.children:
@@ -232,9 +235,25 @@ class Fleet:
             if now >= next_report:
                 next_report += self.report_period
                 self._report(final=False)
+            elif live and now >= next_progress:
+                next_progress = now + 1.0
+                self._progress(now)
             time.sleep(0.05)
         self._report(final=True)
         return self.exit_code
+
+    def _progress(self, now):
+        """On a terminal: one line, rewritten in place, with the fleet's totals."""
+        _, total = self.combined()
+        elapsed = now - self.started_at
+        running = sum(1 for c in self.children if c.state == "running")
+        line = (f"[fleet] {elapsed:.0f} s  {running}/{len(self.children)} running  processed"
+                f" {total['processed']} ({total['processed'] / max(elapsed, 1e-9):.0f}/s)"
+                f"  missed {total['missed']}  rejected {total['rejected']}"
+                f"  errors {total['errors']}  restarts {total['restarts']}")
+        sys.stdout.write("\r" + line.ljust(self._progress_width))
+        sys.stdout.flush()
+        self._progress_width = len(line)
 
     def _forward(self, signum):
         for child in self.children:
@@ -327,6 +346,9 @@ class Fleet:
             f" ({total['processed'] / max(elapsed, 1e-9):.1f}/s) missed {total['missed']}"
             f" rejected {total['rejected']} errors {total['errors']}"
             f" lost-in-flight {total['lostInFlight']} restarts {total['restarts']}")
+        if self._progress_width:  # end the live line first
+            sys.stdout.write("\n")
+            self._progress_width = 0
         print("\n".join(lines), flush=True)
         if self.stats_file:
             with open(self.stats_file, "a") as f:
