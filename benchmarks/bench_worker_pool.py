@@ -1,9 +1,12 @@
 """Worker pool speed-up: a CPU-bound job on 1..N worker processes (``make bench``).
 
 Frames go straight into the WorkerPoolProcessor (no network), so the figure
-is the pool's own scaling: frames/s with N workers over frames/s with one.
+is the pool's own scaling: frames/s with N workers over frames/s with one
+(median of 3). The figures are printed and written to
+``benchmarks/results/worker_pool.json``.
 """
 
+import json
 import os
 import sys
 import time
@@ -46,3 +49,9 @@ def test_worker_pool_scaling():
     for n, r in rates.items():
         print(f"  {n} workers: {r:7.1f} frames/s  speed-up {r / rates[1]:.2f}x", file=sys.stderr)
     assert rates[1] > 0
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "worker_pool.json"), "w") as handle:
+        json.dump({"cores": cores, "frame": "128x128 uint8", "passes": 40,
+                   "rows": [{"workers": n, "frames_per_s": round(r, 2),
+                             "speedup": round(r / rates[1], 3)} for n, r in rates.items()]},
+                  handle, indent=1)
