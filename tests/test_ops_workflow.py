@@ -93,6 +93,24 @@ def test_simple_example_runs_and_stops_in_order(tmp_path, runners):
     assert "Traceback" not in out + read(rotate["log"])
 
 
+def test_stages_stop_when_the_runner_is_killed(tmp_path, runners):
+    """A runner killed with SIGKILL cannot stop its stages: they notice and stop themselves."""
+    import psutil
+    proc = start_runner(tmp_path, example("simple.yaml"), "--set", f"prefix={unique_prefix('wfk')}",
+                        "--set", "detector.args.runtime=60", "--run-dir", tmp_path / "run")
+    runners.append(proc)
+    wait_for(lambda: read(proc.out_path).count("started ") >= 2, 30, 0.2, "both stages started")
+    stages = psutil.Process(proc.pid).children()
+    assert len(stages) == 2
+    proc.kill()
+    proc.wait(10)
+    proc.out_file.close()
+    gone, alive = psutil.wait_procs(stages, timeout=30)
+    for stage in alive:  # leave nothing behind even when the test fails
+        stage.kill()
+    assert not alive, f"stages still running after the runner was killed: {alive}"
+
+
 def test_distributed_example_writes_every_frame_in_order(tmp_path, runners):
     run_dir = tmp_path / "run"
     proc = start_runner(tmp_path, example("distributed.yaml"), "--set",

@@ -8,7 +8,10 @@ failure, 2 bad input. Bad input is reported as one line on stderr:
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 
 from pvaflow import __version__
 from pvaflow.hpc.errors import ConfigurationError
@@ -119,6 +122,31 @@ def runtime_failures_reported(prog, body):
     return guarded
 
 
+#: Set by a launcher (the workflow runner) to its pid: the tool stops when that process is gone.
+PARENT_PID_ENV = "PVAFLOW_PARENT_PID"
+
+
+def stop_when_parent_is_gone(period=0.5):
+    """When ``$PVAFLOW_PARENT_PID`` names our parent, SIGTERM ourselves once it is gone.
+
+    A launcher killed with SIGKILL cannot stop what it started; the tools stop
+    themselves instead, through their usual SIGTERM path (drain, final report).
+    The variable is removed from the environment so that processes we start
+    do not watch a process that is not their parent.
+    """
+    value = os.environ.pop(PARENT_PID_ENV, "")
+    if not value.isdigit() or int(value) != os.getppid():
+        return
+    parent = int(value)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(period)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="pvaflow-parent-watch", daemon=True).start()
+
+
 def run_tool(prog, parser, argv, body):
     """Parse ``argv`` and call ``body(args) -> int``; map errors to exit codes."""
     try:
@@ -126,6 +154,7 @@ def run_tool(prog, parser, argv, body):
     except UsageError as exc:
         print_error(prog, f"{exc} (see '{prog} --help')")
         return EXIT_BAD_INPUT
+    stop_when_parent_is_gone()
     try:
         return body(args)
     except ConfigurationError as exc:

@@ -49,7 +49,8 @@ class StageRun:
 
     def start(self):
         """Start the stage with its output in its log file, in a process group of its own."""
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # PVAFLOW_PARENT_PID: the stage stops itself if this runner is killed (see cli.common).
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PVAFLOW_PARENT_PID=str(os.getpid()))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(command(self.stage), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env,
