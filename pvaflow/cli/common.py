@@ -127,7 +127,8 @@ PARENT_PID_ENV = "PVAFLOW_PARENT_PID"
 
 
 def stop_when_parent_is_gone(period=0.5):
-    """When ``$PVAFLOW_PARENT_PID`` names our parent, SIGTERM ourselves once it is gone.
+    """When ``$PVAFLOW_PARENT_PID`` is set, SIGTERM ourselves once that parent is gone
+    (at once when it died while we were starting).
 
     A launcher killed with SIGKILL cannot stop what it started; the tools stop
     themselves instead, through their usual SIGTERM path (drain, final report).
@@ -135,9 +136,12 @@ def stop_when_parent_is_gone(period=0.5):
     do not watch a process that is not their parent.
     """
     value = os.environ.pop(PARENT_PID_ENV, "")
-    if not value.isdigit() or int(value) != os.getppid():
+    if not value.isdigit():
         return
     parent = int(value)
+    if os.getppid() != parent:  # the launcher died while we were starting up
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
 
     def watch():
         while os.getppid() == parent:
