@@ -146,3 +146,19 @@ def test_hot_pixel_example_system(procs, prefix, tmp_path):
     assert final["userStats"]["nPersistentHotPixels"] == 1
     assert len(results.items) >= published // 2
     assert all(count == (2 if (uid - 1) % 4 == 1 else 1) for uid, count in results.items)
+
+
+def test_make_demo_pipeline_accounts_for_every_frame(tmp_path):
+    """`make demo` runs examples/demo.py: a short run must publish, process and account."""
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=REPO)
+    result = subprocess.run([sys.executable, os.path.join(REPO, "examples", "demo.py"),
+                             "--runtime", "2", "--fps", "200"], capture_output=True, text=True,
+                            cwd=str(tmp_path), env=env, timeout=90)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    published = int(out.split("frames published")[1].split()[0])
+    processed = int(out.split("frames processed")[1].split()[0])
+    assert published >= 300 and processed == published, out
+    assert "every published frame accounted for" in out
