@@ -23,6 +23,7 @@ import sys
 import pytest
 
 import harness as h
+import harness_tables as ht
 from bench_format import fmt as _fmt, fmt_rate as _fmt_rate, gbs as _gbs, pct as _pct
 from bench_format import ratio as _ratio, ratio_text as _ratio_text
 
@@ -32,7 +33,6 @@ BOUND_NOTE = ("  * : lossless at the highest rate the simulator reached (it coul
               " faster with the consumers on the same CPUs: the pipeline's limit); >= : no tried"
               " rate was lossy (the limit is higher)")
 _SESSION_TABLES = {}   # case key -> table lines, for the final print
-_CEILING = {}          # frame size -> case 1 median lossless rate (this session)
 
 
 def _log(text):
@@ -63,12 +63,9 @@ def final_table():
     _log("\n".join(lines))
 
 
-def _ceiling(size):
-    """Case 1's median lossless rate at ``size``: this session's, else the last saved."""
-    if size in _CEILING:
-        return _CEILING[size]
-    saved = h.load_results()["cases"].get("case1", {}).get("rows", [])
-    for row in saved:
+def _saved_ceiling(size):
+    """The last saved case 1 figure at ``size`` (a start rate for the searches), or None."""
+    for row in h.load_results()["cases"].get("case1", {}).get("rows", []):
         if row.get("size") == size:
             return row.get("fps")
     return None
@@ -107,126 +104,92 @@ def _consumer_probe(kind, size, n_consumers, settings, workdir):
 
 
 # ------------------------------------------------------------------------ cases
-def test_case1_transport_ceiling(settings, workdir):
-    """Case 1: a bare pvaccess monitor (own process, no framework) counting frames and ids."""
-    budget = settings.budget("case1")
-    title = "Case 1 - transport ceiling: bare pvaccess monitor, max lossless rate"
-    table = [_header(settings, title),
-             f"{'size':>10} {'sqs':>5} {'fps':>12} {'GB/s':>8}   trials (fps)"]
-    rows, raw = [], {}
+def test_case1_2_ceiling_and_single_consumer(settings, workdir):
+    """Cases 1 and 2: the bare monitor (case 1, the transport ceiling) and one
+    pass-through consumer of each framework (case 2, server queue on), searched
+    alternating at every size so that shares of the ceiling compare runs made
+    side by side."""
+    budget = h.Budget((settings.budgets.get("case1", 210.0) + settings.budgets.get("case2", 360.0))
+                      * settings.budget_scale)
+    title1 = "Case 1 - transport ceiling: bare pvaccess monitor, max lossless rate"
+    title2 = "Case 2 - one pass-through consumer: max lossless rate"
+    table1 = [_header(settings, title1),
+              f"{'size':>10} {'sqs':>5} {'fps':>12} {'GB/s':>8}   trials (fps)"]
+    table2 = [_header(settings, title2), ht.consumer_header(f"{'size':>10}")]
+    rows1, rows2, raw = [], [], {}
+    chart_rows = {kind: [] for kind in ht.KINDS}
     for index, size in enumerate(settings.sizes):
-        _log(f"\ncase 1: {size}x{size}")
+        _log(f"\ncases 1-2: {size}x{size}")
         share = h.Budget(budget.left() / (len(settings.sizes) - index))
+        start = _saved_ceiling(size) or h.rate_guess(size)
         result = h.alternating_searches(
-            ["bare"], lambda kind, size=size: _consumer_probe(kind, size, 1, settings, workdir),
-            lambda kind, size=size: h.rate_guess(size), settings, share, log=_log)
-        _check_harness(result["bare"], "bare")
-        fps, bound = result["bare"]["median"], result["bare"]["bound"]
-        _CEILING[size] = fps
-        rows.append({"size": size, "fps": fps, "gbs": _gbs(fps, size), "bound": bound,
-                     "trials": result["bare"]["rates"], "sqs": h.sqs_for(size, settings)})
-        raw[size] = result
-        table.append(f"{f'{size}x{size}':>10} {h.sqs_for(size, settings):>5}"
-                     f" {_fmt_rate(fps, bound):>12} {_fmt(_gbs(fps, size)):>8}"
-                     f"   {_trials_note(result['bare'])}")
-    table.append(BOUND_NOTE)
-    chart = {"groups": [f"{s}x{s}" for s in settings.sizes], "ylabel": "frames/s", "log": True,
-             "series": {"bare": [r["fps"] for r in rows]}}
-    _finish("case1", title, table, rows, chart, raw, settings)
-
-
-def test_case2_single_consumer(settings, workdir):
-    """Case 2: max lossless rate of one pass-through consumer (server queue on)."""
-    budget = settings.budget("case2")
-    title = "Case 2 - one pass-through consumer: max lossless rate"
-    table = [_header(settings, title),
-             f"{'size':>10} | {'pvaflow fps':>12} {'GB/s':>7} {'%ceil':>6} | {'pvapy fps':>12}"
-             f" {'GB/s':>7} {'%ceil':>6} | {'ratio':>7} | trials pvaflow ; pvapy"]
-    rows, raw, chart_rows = [], {}, {"bare": [], "pvaflow": [], "pvapy": []}
-    for index, size in enumerate(settings.sizes):
-        _log(f"\ncase 2: {size}x{size}")
-        ceiling = _ceiling(size)
-        share = h.Budget(budget.left() / (len(settings.sizes) - index))
-        result = h.alternating_searches(
-            list(h.FRAMEWORKS),
-            lambda kind, size=size: _consumer_probe(kind, size, 1, settings, workdir),
-            lambda kind, size=size, ceiling=ceiling: ceiling or h.rate_guess(size),
-            settings, share, log=_log)
-        for kind in h.FRAMEWORKS:
+            list(ht.KINDS), lambda kind, size=size: _consumer_probe(kind, size, 1, settings, workdir),
+            lambda kind, start=start: start, settings, share, log=_log)
+        for kind in ht.KINDS:
             _check_harness(result[kind], kind)
-        ours, theirs = result["pvaflow"], result["pvapy"]
-        row = {"size": size, "ceiling": ceiling}
-        for kind in h.FRAMEWORKS:
-            fps = result[kind]["median"]
-            row[kind] = {"fps": fps, "gbs": _gbs(fps, size), "bound": result[kind]["bound"],
-                         "ceiling_share": fps / ceiling if ceiling and fps else None,
-                         "trials": result[kind]["rates"]}
-        row["ratio"] = _ratio(ours["median"], theirs["median"])
-        rows.append(row)
+        bare = result["bare"]
+        rows1.append({"size": size, "fps": bare["median"], "gbs": _gbs(bare["median"], size),
+                      "bound": bare["bound"], "trials": bare["rates"],
+                      "sqs": h.sqs_for(size, settings)})
+        table1.append(f"{f'{size}x{size}':>10} {h.sqs_for(size, settings):>5}"
+                      f" {_fmt_rate(bare['median'], bare['bound']):>12}"
+                      f" {_fmt(_gbs(bare['median'], size)):>8}   {_trials_note(bare)}")
+        line, row = ht.consumer_row(f"{f'{size}x{size}':>10}", size, result, single=True)
+        table2.append(line)
+        table2.append(ht.trials_line(f"{size}x{size}", result))
+        rows2.append(row)
         raw[size] = result
-        for kind in chart_rows:
-            chart_rows[kind].append(ceiling if kind == "bare" else result[kind]["median"])
-        table.append(
-            f"{f'{size}x{size}':>10} | {_fmt_rate(ours['median'], ours['bound']):>12}"
-            f" {_fmt(_gbs(ours['median'], size)):>7} {_pct(ours['median'], ceiling):>6} |"
-            f" {_fmt_rate(theirs['median'], theirs['bound']):>12}"
-            f" {_fmt(_gbs(theirs['median'], size)):>7} {_pct(theirs['median'], ceiling):>6} |"
-            f" {_ratio_text(ours, theirs):>7} | {_trials_note(ours)} ; {_trials_note(theirs)}")
-    table.append("  ratio = pvaflow/pvapy (> 1: pvaflow faster); %ceil = share of case 1 at the"
-                 " same size")
-    table.append(BOUND_NOTE)
-    chart = {"groups": [f"{s}x{s}" for s in settings.sizes], "ylabel": "frames/s", "log": True,
-             "series": chart_rows}
-    _finish("case2", title, table, rows, chart, raw, settings)
+        for kind in ht.KINDS:
+            chart_rows[kind].append(result[kind]["median"])
+    table1.append(BOUND_NOTE)
+    table2.append(ht.FOOTNOTE)
+    table2.append(BOUND_NOTE)
+    groups = [f"{s}x{s}" for s in settings.sizes]
+    _finish("case1", title1, table1, rows1,
+            {"groups": groups, "ylabel": "frames/s", "log": True,
+             "series": {"bare": chart_rows["bare"]}}, {"see": "case2"}, settings)
+    _finish("case2", title2, table2, rows2,
+            {"groups": groups, "ylabel": "frames/s", "log": True, "series": chart_rows},
+            raw, settings)
 
 
 def test_case3_distributor_fleets(settings, workdir):
-    """Case 3: 2 and 4 consumers with the distributor (-du 1), aggregate lossless rate."""
+    """Case 3: 2 and 4 consumers with the distributor (-du 1), aggregate lossless rate;
+    the ceiling is as many bare monitors behind the distributor, searched alongside."""
     budget = settings.budget("case3")
     title = "Case 3 - consumers with the distributor (-nc N -du 1): aggregate max lossless rate"
-    table = [_header(settings, title),
-             f"{'N':>2} {'size':>10} | {'pvaflow fps':>12} {'GB/s':>7} {'%ceil':>6} |"
-             f" {'pvapy fps':>12} {'GB/s':>7} {'%ceil':>6} | {'ratio':>7} | trials pvaflow ; pvapy"]
+    table = [_header(settings, title), ht.consumer_header(f"{'N':>2} {'size':>10}")]
     rows, raw = [], {}
     chart = {"groups": [], "ylabel": "aggregate frames/s", "log": True,
-             "series": {"pvaflow": [], "pvapy": []}}
+             "series": {kind: [] for kind in ht.KINDS}}
     groups = [(n, size) for n in settings.fleets for size in settings.fleet_sizes]
     single = {row["size"]: row for row in h.load_results()["cases"].get("case2", {}).get("rows", [])}
     for index, (n, size) in enumerate(groups):
         _log(f"\ncase 3: {n} consumers, {size}x{size}")
-        ceiling = _ceiling(size)
         share = h.Budget(budget.left() / (len(groups) - index))
 
-        def start(kind, size=size, ceiling=ceiling):
+        def start(kind, size=size):
             known = single.get(size, {}).get(kind, {}).get("fps")
-            return known or ceiling or h.rate_guess(size)
+            return known or _saved_ceiling(size) or h.rate_guess(size)
 
         result = h.alternating_searches(
-            list(h.FRAMEWORKS),
+            list(ht.KINDS),
             lambda kind, size=size, n=n: _consumer_probe(kind, size, n, settings, workdir),
             start, settings, share, log=_log)
-        for kind in h.FRAMEWORKS:
+        for kind in ht.KINDS:
             _check_harness(result[kind], kind)
-        ours, theirs = result["pvaflow"], result["pvapy"]
-        row = {"n_consumers": n, "size": size, "ceiling": ceiling}
-        for kind in h.FRAMEWORKS:
-            fps = result[kind]["median"]
-            row[kind] = {"fps": fps, "gbs": _gbs(fps, size), "bound": result[kind]["bound"],
-                         "ceiling_share": fps / ceiling if ceiling and fps else None,
-                         "trials": result[kind]["rates"]}
-            chart["series"][kind].append(fps)
-        row["ratio"] = _ratio(ours["median"], theirs["median"])
+        line, row = ht.consumer_row(f"{n:>2} {f'{size}x{size}':>10}", size, result, single=False)
+        row["n_consumers"] = n
+        table.append(line)
+        table.append(ht.trials_line(f"{n} x {size}x{size}", result))
         rows.append(row)
         raw[f"{n}x{size}"] = result
         chart["groups"].append(f"{n}c {size}")
-        table.append(
-            f"{n:>2} {f'{size}x{size}':>10} | {_fmt_rate(ours['median'], ours['bound']):>12}"
-            f" {_fmt(_gbs(ours['median'], size)):>7} {_pct(ours['median'], ceiling):>6} |"
-            f" {_fmt_rate(theirs['median'], theirs['bound']):>12}"
-            f" {_fmt(_gbs(theirs['median'], size)):>7} {_pct(theirs['median'], ceiling):>6} |"
-            f" {_ratio_text(ours, theirs):>7} | {_trials_note(ours)} ; {_trials_note(theirs)}")
-    table.append("  lossless = the union of the consumers' ids covers every published id;"
-                 " %ceil = share of one bare monitor (case 1); ratio = pvaflow/pvapy")
+        for kind in ht.KINDS:
+            chart["series"][kind].append(result[kind]["median"])
+    table.append(ht.FOOTNOTE.replace("bare pvaccess monitors", "N bare pvaccess monitor"
+                                     " processes behind the distributor"))
+    table.append("  lossless = the union of the consumers' ids covers every published id")
     table.append(BOUND_NOTE)
     _finish("case3", title, table, rows, chart, raw, settings)
 
@@ -238,12 +201,12 @@ def test_case4_collector(settings, workdir):
     title = (f"Case 4 - collector merging {n} producers ({size}x{size}):"
              " max lossless rate, latency frame timeStamp -> collector processor")
     _log(f"\ncase 4: collector, {n} producers, {size}x{size}")
-    search_budget = h.Budget(budget.left() * 0.7)
+    search_budget = h.Budget(budget.left() * 0.75)
     result = h.alternating_searches(
-        list(h.FRAMEWORKS),
+        list(ht.KINDS),  # bare: one process monitoring the producers, the ceiling
         lambda kind: (lambda rate: h.collector_run(kind, size, rate, settings, workdir)),
         lambda kind: h.rate_guess(size) / 2, settings, search_budget, log=_log)
-    for kind in h.FRAMEWORKS:
+    for kind in ht.KINDS:
         _check_harness(result[kind], kind)
     # Latency at one fixed rate, equal for both, alternating.
     fixed = {kind: [] for kind in h.FRAMEWORKS}
@@ -281,12 +244,19 @@ def test_case4_collector(settings, workdir):
             "p99_max_ms": h.median_runs(best_runs, "latency_p99_ms"),
         }
     ours, theirs = figures["pvaflow"], figures["pvapy"]
+    bare = result["bare"]
+    figures["bare"] = {"fps": bare["median"], "bound": bare["bound"], "trials": bare["rates"]}
+    half_p99 = ours["p99_half_ms"]
+    figures["goal"] = ht.goal(result["pvaflow"], result["pvapy"], bare["median"])
+    figures["goal_latency"] = ("met" if half_p99 is not None and half_p99 < 50.0
+                               else "NOT met (p99 at half max >= 50 ms or not measured)")
     rate_label = f"@{settings.latency_rate:g} fps"
     table = [_header(settings, title),
-             f"{'':>26} {'pvaflow':>12} {'pvapy':>12} {'ratio':>7}",
+             f"{'':>26} {'pvaflow':>12} {'pvapy':>12} {'ratio':>7} {'bare':>10} {'%ceil':>6}",
              f"{'max lossless fps':>26} {_fmt_rate(ours['fps'], ours['bound']):>12}"
              f" {_fmt_rate(theirs['fps'], theirs['bound']):>12}"
-             f" {_ratio_text(result['pvaflow'], result['pvapy']):>7}"]
+             f" {_ratio_text(result['pvaflow'], result['pvapy']):>7}"
+             f" {ht.ceiling_text(bare):>10} {_pct(ours['fps'], bare['median']):>6}"]
     for key, label in (("p50_fixed_ms", f"p50 ms {rate_label}"), ("p99_fixed_ms", f"p99 ms {rate_label}"),
                        ("p50_half_ms", "p50 ms @half own max"), ("p99_half_ms", "p99 ms @half own max"),
                        ("p50_max_ms", "p50 ms @own max rate"), ("p99_max_ms", "p99 ms @own max rate")):
@@ -297,7 +267,12 @@ def test_case4_collector(settings, workdir):
                  " each framework at its own max lossless rate)")
     table.append("  the last 10% of ids (end-of-stream flush) are left out of the percentiles;"
                  " trials fps: "
-                 f"{_trials_note(result['pvaflow'])} ; {_trials_note(result['pvapy'])}")
+                 f"{_trials_note(result['pvaflow'])} ; {_trials_note(result['pvapy'])}"
+                 f" ; bare {_trials_note(bare)}")
+    table.append("  bare = one process monitoring the 4 producer channels (no framework, no"
+                 " merging), searched alternating with the collectors: the transport ceiling;"
+                 f" goal (rate): {figures['goal']}; goal (p99 < 50 ms at half max):"
+                 f" {figures['goal_latency']}")
     table.append(BOUND_NOTE)
     chart = {"groups": [f"p50 {rate_label}", f"p99 {rate_label}", "p50 @max", "p99 @max"],
              "ylabel": "latency ms", "log": True,
@@ -328,7 +303,9 @@ def test_case5_simulator(settings, workdir):
              f"{'max held fps':>22} {_fmt_rate(ours['median'], ours['bound']):>12}"
              f" {_fmt_rate(theirs['median'], theirs['bound']):>12} {_ratio_text(ours, theirs):>7}",
              f"  measured by a bare counting client; held = client rate within 1% of the target and"
-             f" no id missed; trials: {_trials_note(ours)} ; {_trials_note(theirs)}"]
+             f" no id missed; trials: {_trials_note(ours)} ; {_trials_note(theirs)}",
+             "  goal (ratio >= 1.5): " + ("met" if (_ratio(ours["median"], theirs["median"]) or 0)
+                                          >= ht.RATIO_GOAL else "NOT met")]
     rows = {kind: {"fps": result[kind]["median"], "trials": result[kind]["rates"]}
             for kind in h.FRAMEWORKS}
     chart = {"groups": [f"{size}x{size}"], "ylabel": "frames/s held", "log": False,

@@ -22,42 +22,53 @@ def _install_stop(flag):
 
 
 def monitor_main(argv):
-    """The transport ceiling: a bare pvaccess monitor counting ids (no framework)."""
+    """The transport ceiling: bare pvaccess monitors counting ids (no framework).
+
+    One monitor per ``--channel`` (several: the collector case's producers),
+    each counting with its own counting processor (``--stride`` between its
+    ids). ``--distributor-updates U`` adds the distributor part to the
+    request; ``--instances N`` runs N such processes (a bare fleet), this one
+    only starting, signalling and reaping them."""
     parser = argparse.ArgumentParser(prog="harness.py monitor")
-    parser.add_argument("--channel", required=True)
+    parser.add_argument("--channel", required=True, action="append")
     parser.add_argument("--sqs", type=int, default=0)
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--stride", type=int, default=1, help="expected step between the ids")
+    parser.add_argument("--distributor-updates", type=int, default=0,
+                        help="updates per consumer through the distributor (0: no distributor)")
+    parser.add_argument("--distributor-group", default="bare")
+    parser.add_argument("--instances", type=int, default=1, help="monitor processes to run")
     parser.add_argument("--idle-exit", type=float, default=0.0,
                         help="exit this many seconds after the last frame (0: only on SIGINT)")
     parser.add_argument("--timing", action="store_true", help="record first/last arrival times")
     parser.add_argument("--limit", type=float, default=0.0, help="exit after this many seconds")
     args = parser.parse_args(argv)
+    if args.instances > 1:
+        return _run_instances(argv, args.instances)
 
     import pvaccess as pva  # pylint: disable=import-outside-toplevel
     sys.path.insert(0, HERE)
     from counting_processor import CountingProcessor  # pylint: disable=import-outside-toplevel
 
-    processor = CountingProcessor({"out_dir": args.out_dir, "processorId": "bare"})
-    processor.start()
-    count = processor.process
     clock = time.monotonic
     times = {"t_first": None, "t_last": None}
-    if args.timing or args.idle_exit > 0:
-        def callback(pv):
-            before = processor.n
-            count(pv)
-            if processor.n != before:  # a counted frame (not the initial record)
-                now = clock()
-                if times["t_first"] is None:
-                    times["t_first"] = now
-                times["t_last"] = now
-    else:
-        callback = count
+    processors, callbacks = [], []
+    for index, _ in enumerate(args.channel):
+        name = "bare" if len(args.channel) == 1 else f"bare-{index + 1}"
+        processor = CountingProcessor({"out_dir": args.out_dir, "processorId": name,
+                                       "stride": args.stride})
+        processor.start()
+        processors.append(processor)
+        callbacks.append(_timed(processor, times, clock) if args.timing or args.idle_exit > 0
+                         else processor.process)
     stop = []
     _install_stop(stop)
-    channel = pva.Channel(args.channel)
-    request = f"record[queueSize={args.sqs}]field()" if args.sqs > 0 else "field()"
-    channel.monitor(callback, request)
+    record = f"record[queueSize={args.sqs}]" if args.sqs > 0 else ""
+    fields = (f"_[pydistributor=group:{args.distributor_group};updates:{args.distributor_updates}]"
+              if args.distributor_updates > 0 else "")
+    channels = [pva.Channel(name) for name in args.channel]
+    for channel, callback in zip(channels, callbacks):
+        channel.monitor(callback, f"{record}field({fields})")
     started = clock()
     while not stop:
         time.sleep(0.05)
@@ -66,10 +77,54 @@ def monitor_main(argv):
             break
         if args.idle_exit > 0 and times["t_last"] is not None and now - times["t_last"] > args.idle_exit:
             break
-    channel.stopMonitor()
-    processor.extra = {"t_first": times["t_first"], "t_last": times["t_last"]}
-    processor.stop()
+    for channel in channels:
+        channel.stopMonitor()
+    for processor in processors:
+        processor.extra = {"t_first": times["t_first"], "t_last": times["t_last"]}
+        processor.stop()
     return 0
+
+
+def _timed(processor, times, clock):
+    """The processor's process() that also notes the first and last arrival times."""
+    count = processor.process
+
+    def callback(pv):
+        before = processor.n
+        count(pv)
+        if processor.n != before:  # a counted frame (not the initial record)
+            now = clock()
+            if times["t_first"] is None:
+                times["t_first"] = now
+            times["t_last"] = now
+    return callback
+
+
+def _run_instances(argv, instances):
+    """Run ``instances`` monitor processes with the same arguments; pass signals on."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    child_argv = []
+    skip = False
+    for item in argv:  # drop --instances N / --instances=N
+        if skip:
+            skip = False
+            continue
+        if item == "--instances":
+            skip = True
+            continue
+        if not item.startswith("--instances="):
+            child_argv.append(item)
+    command = [sys.executable, os.path.join(HERE, "harness.py"), "monitor"] + child_argv
+    children = [subprocess.Popen(command) for _ in range(instances)]
+
+    def forward(signum, frame):  # pylint: disable=unused-argument
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, key=abs) if codes else 0
 
 
 def produce_main(argv):

@@ -43,8 +43,12 @@ def stage_args(sqs, out_dir, stride=1, latency=False):
 def consumer_cmd(kind, channel, sqs, n_consumers, out_dir):
     """A consumer (or, with n_consumers > 1, a fleet with the distributor, -du 1)."""
     if kind == "bare":
-        return [PY, HARNESS_FILE, "monitor", "--channel", channel, "--sqs", sqs,
+        args = [PY, HARNESS_FILE, "monitor", "--channel", channel, "--sqs", sqs,
                 "--out-dir", out_dir]
+        if n_consumers > 1:  # a bare fleet: N monitor processes behind the distributor
+            args += ["--instances", n_consumers, "--stride", n_consumers,
+                     "--distributor-updates", 1]
+        return args
     args = [PY, "-m", CONSUMER_MODULES[kind], "-ic", channel] + stage_args(sqs, out_dir,
                                                                            stride=n_consumers)
     if n_consumers > 1:
@@ -53,6 +57,13 @@ def consumer_cmd(kind, channel, sqs, n_consumers, out_dir):
 
 
 def collector_cmd(kind, pattern, n_producers, sqs, out_dir):
+    if kind == "bare":  # the ceiling: one process monitoring every producer channel
+        prefix = pattern[:-1]  # "P:*" -> "P:"
+        args = [PY, HARNESS_FILE, "monitor", "--sqs", sqs, "--out-dir", out_dir,
+                "--stride", n_producers]
+        for index in range(1, n_producers + 1):
+            args += ["--channel", f"{prefix}{index}"]
+        return args
     ids = ",".join(str(i) for i in range(1, n_producers + 1))
     return ([PY, "-m", COLLECTOR_MODULES[kind], "-ic", pattern, "-pid", ids]
             + stage_args(sqs, out_dir, stride=1, latency=True))
@@ -209,9 +220,9 @@ def collector_run(kind, size, fps, settings, workdir):
     published = summary.get("published") or 0
     records = read_counts(out_dir)
     result.update(rate=summary.get("rate") or 0.0, published=published)
-    result.update(evaluate(records, published, summary.get("last_id"), 1))
+    result.update(evaluate(records, published, summary.get("last_id"), n if kind == "bare" else 1))
     result["sim_bound"] = bool(published) and result["rate"] < SIM_BOUND_SHARE * fps
-    if records and records[0].get("latency"):
+    if kind != "bare" and records and records[0].get("latency"):
         pairs = records[0]["latency"]
         last_id = summary.get("last_id") or 0
         cut = last_id - int(0.1 * published)

@@ -65,7 +65,7 @@ class Settings:
     sqs: int = 0                     # PVAFLOW_BENCH_SQS: -sqs (0: by frame size, see sqs_for)
     budget_scale: float = 1.0        # PVAFLOW_BENCH_BUDGET_SCALE: multiplies the case budgets
     budgets: dict = dataclasses.field(default_factory=lambda: {
-        "case1": 210.0, "case2": 360.0, "case3": 360.0, "case4": 170.0, "case5": 120.0})
+        "case1": 210.0, "case2": 360.0, "case3": 540.0, "case4": 220.0, "case5": 120.0})
 
     @classmethod
     def from_env(cls):
