@@ -96,8 +96,8 @@ def alternating_searches(kinds, probe_for, start_for, settings, budget, toleranc
 
     Trial t runs one search per kind, the order of the kinds reversed every
     other trial. The first search of a kind ramps by 2 from start_for(kind);
-    later ones start at the first one's result and step by 1.25 with fewer
-    probes. Every trial is run; the time budget only limits the number of
+    later ones start at the kind's best result so far and step by 1.25 with
+    fewer probes. Every trial is run; the time budget only limits the number of
     probes of each search (a share of what is left, by its probe cap). Returns {kind: {"median": rate, "trials": [search, ...],
     "bound": "sim" if the median trial was limited by the publisher}}."""
     tolerance = settings.tolerance if tolerance is None else tolerance
@@ -112,9 +112,12 @@ def alternating_searches(kinds, probe_for, start_for, settings, budget, toleranc
         if not done:
             start, step, probes = start_for(kind), 2.0, settings.max_probes
         else:
+            # From the kind's best lossless rate so far: one unlucky loss in the first
+            # search (seen at 1 MB frames) must not cap every later trial below it.
+            best = max(t["rate"] for t in done)
             first = done[0]
-            start = first["rate"] or (first["probes"][-1]["target"] if first["probes"]
-                                      else start_for(kind))
+            start = best or (first["probes"][-1]["target"] if first["probes"]
+                             else start_for(kind))
             step, probes = 1.25, settings.later_probes
         share = Budget(max(0.0, budget.left()) * weights[index] / sum(weights[index:]))
         if log:

@@ -54,7 +54,7 @@ class Settings:
     fleet_start_delay_s: float = 3.0  # PVAFLOW_BENCH_FLEET_START_DELAY_S: -std for -nc > 1
     grace_s: float = 0.8             # PVAFLOW_BENCH_GRACE_S: wait after the last frame
     max_probes: int = 7              # PVAFLOW_BENCH_MAX_PROBES: runs of a first search
-    later_probes: int = 3            # PVAFLOW_BENCH_LATER_PROBES: runs of trials 2..n
+    later_probes: int = 4            # PVAFLOW_BENCH_LATER_PROBES: runs of trials 2..n
     tolerance: float = 0.2           # PVAFLOW_BENCH_TOLERANCE: bisection stops at bad/good <= 1+tol
     sim_tolerance: float = 0.1       # PVAFLOW_BENCH_SIM_TOLERANCE: same, case 5
     fixed_rate: float = 2000.0       # PVAFLOW_BENCH_FIXED_RATE: case 6 rate (fps)
