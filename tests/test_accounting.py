@@ -444,3 +444,54 @@ def test_latency_reset():
 def test_latency_capacity_power_of_two(capacity):
     with pytest.raises(ValueError):
         LatencyRecorder(capacity=capacity)
+
+
+class _NoFastPath:
+    """Mixin: a schedule whose frame-path shortcut (``steady_step``) never applies."""
+
+    @property
+    def steady_step(self):
+        return 0
+
+    @steady_step.setter
+    def steady_step(self, value):
+        pass
+
+
+def _membership_stream(rng, n_frames):
+    """The ids one consumer behind the distributor receives while peers join and
+    leave (the step changes), with random losses and a few id resets."""
+    ids, uid, step = [], 1, rng.choice([2, 3, 4])
+    for _ in range(n_frames):
+        roll = rng.random()
+        if roll < 0.01:
+            step = rng.choice([1, 2, 3, 4, 6])  # a peer joined or left
+        if roll > 0.995:
+            uid = rng.randrange(1, 50)  # the source restarted
+        uid += step * (rng.choice([2, 3]) if rng.random() < 0.03 else 1)  # sometimes lost
+        ids.append(uid)
+    return ids
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_steady_step_shortcut_counts_exactly_what_the_full_schedule_counts(seed):
+    from pvaflow.hpc.accounting import LearnedIdSchedule
+
+    class FullLearned(_NoFastPath, LearnedIdSchedule):
+        pass
+
+    class FullFixed(_NoFastPath, IdSchedule):
+        pass
+
+    rng = random.Random(seed)
+    ids = _membership_stream(rng, 3000)
+    for fast, full in ((LearnedIdSchedule(), FullLearned()),
+                       (IdSchedule(1, 4), FullFixed(1, 4)),
+                       (LearnedIdSchedule(2), FullLearned(2))):
+        a, b = FrameAccounting(fast, skip_initial=0), FrameAccounting(full, skip_initial=0)
+        assert feed(a, ids) == feed(b, ids)
+        assert a.as_dict() == b.as_dict()
+    # the shortcut is taken in the steady state (else this test would prove nothing)
+    steady = LearnedIdSchedule()
+    feed(FrameAccounting(steady, skip_initial=0), list(range(1, 200, 4)))
+    assert steady.steady_step == 4

@@ -32,6 +32,9 @@ class IdSchedule:
         self.updates = updates
         self.period = period
         self._phase = None  # id % period of the first id of a block
+        # A jump that, in the steady state, misses nothing and teaches nothing (the
+        # frame path then skips the schedule); 0 when there is none.
+        self.steady_step = period if updates == 1 and period > 1 else 0
 
     @classmethod
     def from_offset(cls, offset, updates=1):
@@ -114,9 +117,14 @@ class LearnedIdSchedule(IdSchedule):
             self._run_length += 1
         else:
             self._run_step, self._run_length = step, 1
+            self.steady_step = 0
         if self._run_length < recent.maxlen:  # the last `confirm` jumps differ
             return 0
         period = step + self.updates - 1
+        if self.updates == 1:
+            # Confirmed: further jumps of this size skip the schedule until another
+            # size comes (the last `confirm` jumps, all of this size, are in `recent`).
+            self.steady_step = step
         if self.known and period == self.period:
             return 0
         before = sum(n for _, _, n in recent)
@@ -181,10 +189,11 @@ class FrameAccounting:
             pass
         elif uid > last + 1:
             schedule = self.schedule
-            counted = schedule.count_between(last, uid)
-            self.missed += counted - schedule.observe(last, uid, counted)
-            if self._resuming:
-                self.missed_while_down += counted
+            if uid - last != schedule.steady_step:  # the steady jump: nothing missed
+                counted = schedule.count_between(last, uid)
+                self.missed += counted - schedule.observe(last, uid, counted)
+                if self._resuming:
+                    self.missed_while_down += counted
         elif uid == last:
             self.duplicates += 1
             return False
@@ -249,6 +258,7 @@ class LatencyRecorder:
 
     def __init__(self, capacity=1 << 16):
         self._buffer = np.zeros(capacity, dtype=np.float64)
+        self._store = memoryview(self._buffer).cast("B").cast("d")  # cheaper stores
         self._mask = capacity - 1
         if capacity & self._mask:
             raise ValueError("capacity must be a power of two")
@@ -260,7 +270,7 @@ class LatencyRecorder:
         self._lock = threading.Lock()
 
     def record(self, latency):
-        self._buffer[self._count & self._mask] = latency
+        self._store[self._count & self._mask] = latency
         self._count += 1
         if latency > self.maximum:
             self.maximum = latency

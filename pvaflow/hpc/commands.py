@@ -6,6 +6,7 @@ Mixed into :class:`pvaflow.hpc.consumer.Consumer`; runs on the owner's thread.
 import time
 
 from .accounting import IdSchedule
+from .shared_counters import ADMITTED, ERRORS, MISSED, PROCESSED, REJECTED
 
 FAILED = object()  # what Consumer._call_user returns when the processor raised
 
@@ -66,6 +67,10 @@ class CommandsMixin:
             self.latency.reset()
             if self.queue is not None:
                 self.queue.reset_stats()
+            shared = self.shared
+            if shared is not None:  # the parent's exact copy follows the reset at once
+                for index in (ADMITTED, PROCESSED, ERRORS, REJECTED, MISSED):
+                    shared[index] = 0
             if self.publisher is not None:
                 self.publisher.reset_stats()
             if self.receiver is not None:

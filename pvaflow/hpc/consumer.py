@@ -226,6 +226,7 @@ class Consumer(StageIOMixin, CommandsMixin):
         return ACCEPTED
 
     def _process(self, pv):
+        shared = self.shared
         with self._lock:
             t0 = _clock()
             try:
@@ -233,11 +234,11 @@ class Consumer(StageIOMixin, CommandsMixin):
                 self.n_processed += 1
             except Exception as exc:
                 self._count_error(exc)
+                if shared is not None:
+                    shared[ERRORS] = self.n_errors
             t1 = _clock()
-            shared = self.shared
             if shared is not None:
                 shared[PROCESSED] = self.n_processed
-                shared[ERRORS] = self.n_errors
         self.process_seconds += t1 - t0
         if self._has_timestamp:
             seconds = pv.getLong("timeStamp.secondsPastEpoch")

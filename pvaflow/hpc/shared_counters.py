@@ -21,9 +21,10 @@ def new_shared_counters(context=None):
 
 
 def as_array(raw):
-    """A numpy view of the shared block (cheap element stores on the frame path)."""
-    return np.frombuffer(raw, dtype=np.int64)
+    """A view of the shared block for the frame path: a memoryview of int64, whose
+    element store costs half that of a numpy array's."""
+    return memoryview(raw).cast("B").cast("q")
 
 
 def snapshot(raw):
-    return dict(zip(NAMES, (int(v) for v in as_array(raw))))
+    return dict(zip(NAMES, (int(v) for v in np.frombuffer(raw, dtype=np.int64))))
