@@ -17,10 +17,13 @@ What it does (used by ``bench_frameworks.py``):
 
 The same file has two helper processes, started by the harness::
 
-    python harness.py monitor --channel C --sqs N --out-dir D [--idle-exit S] [--timing]
-        a bare pvaccess monitor (no framework) that counts frames and ids with
-        the counting processor's process(); stops on SIGINT (or S seconds
-        after the last frame) and writes the same JSON file;
+    python harness.py monitor --channel C [--channel C2 ...] --sqs N --out-dir D
+            [--stride K] [--distributor-updates U] [--instances M] [--idle-exit S] [--timing]
+        bare pvaccess monitors (no framework), one per channel, that count
+        frames and ids with the counting processor's process() (ids K apart);
+        U > 0 adds the distributor to the request, M > 1 runs M such processes
+        (a bare fleet); stops on SIGINT (or S seconds after the last frame)
+        and writes the same JSON file per monitor;
     python harness.py produce --prefix P --n 4 --size S --fps R --runtime T ...
         one process serving P:1 .. P:n and publishing frames round robin
         (id k on P:((k-1) % n) + 1), the producers of the collector case.
