@@ -21,6 +21,7 @@ from .frame_queue import FrameQueue
 from .naming import resolve_channel
 from .ordering import OrderedRelease
 from .receiver import MonitorReceiver, build_request
+from .thread_state import keep_thread_state
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class CollectorConfig(ConsumerConfig):
 
 class _Producer:
     __slots__ = ("pid", "channel", "receiver", "received", "skipped", "last_id", "to_skip",
-                 "reconnects")
+                 "reconnects", "new_thread")
 
     def __init__(self, pid, channel, skip):
         self.pid = pid
@@ -69,6 +70,7 @@ class _Producer:
         self.last_id = -1
         self.to_skip = skip
         self.reconnects = 0
+        self.new_thread = True  # the next update comes on a thread not yet kept
 
 
 class _CollectorAccounting:
@@ -164,6 +166,7 @@ class Collector(Consumer):
         def reconnected():
             producer.to_skip = self.config.skip_initial_updates
             producer.reconnects += 1
+            producer.new_thread = True
         return reconnected
 
     def _make_callback(self, index, producer):
@@ -171,10 +174,13 @@ class Collector(Consumer):
         field = self.config.oid_field
 
         def receive(pv):
-            if self._first:
-                with lock:
-                    if self._first:
-                        self._first_update(pv)
+            if producer.new_thread:
+                producer.new_thread = False
+                keep_thread_state()
+                if self._first:
+                    with lock:
+                        if self._first:
+                            self._first_update(pv)
             producer.received += 1
             if producer.to_skip:
                 producer.to_skip -= 1

@@ -37,6 +37,7 @@ from .push_input import REJECTED as NOT_ACCEPTED
 from .shared_counters import ADMITTED, ERRORS, LAST_ID, MISSED, PROCESSED, REJECTED
 from .stats_report import StatsReporter
 from .status import fill_status, status_record_type
+from .thread_state import keep_thread_state
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class Consumer(StageIOMixin, CommandsMixin):
         self._errors_reported = 0
         self._lock = threading.Lock()  # process() vs configure()/resetStats()
         self._first = True
+        self._pending = True  # first update, or a new delivering thread (after a reconnect)
         self._oid_field = config.oid_field
         self._process_frame = self.processor.process  # bound once: the per-frame call
         self._check_empty = False
@@ -200,8 +202,8 @@ class Consumer(StageIOMixin, CommandsMixin):
 
     # per-frame path ----------------------------------------------------------
     def _receive(self, pv):
-        if self._first:
-            self._first_update(pv)
+        if self._pending:
+            self._catch_up(pv)
         q = self.queue
         if self._pushed and q is not None and q.refuse_if_full():
             return NOT_ACCEPTED
@@ -224,6 +226,18 @@ class Consumer(StageIOMixin, CommandsMixin):
                 shared[REJECTED] = q.n_rejected
             return NOT_ACCEPTED
         return ACCEPTED
+
+    def _catch_up(self, pv):
+        """First update of the stream or of a delivering thread (outside the steady path)."""
+        self._pending = False
+        if self._first:
+            self._first_update(pv)
+        keep_thread_state()
+
+    def _on_reconnect(self):
+        """The input connected again: the server resends its value, on a new thread."""
+        self.accounting.expect_initial_update()
+        self._pending = True
 
     def _process(self, pv):
         shared = self.shared

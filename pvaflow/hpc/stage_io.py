@@ -60,7 +60,7 @@ class StageIOMixin:
         request = build_request(self.config.server_queue_size, self.config.field_request,
                                 self.config.oid_field, self.config.distributor_request())
         self.receiver = MonitorReceiver(self.input_channel, request, self._receive,
-                                        self.accounting.expect_initial_update, self.config.input_mode)
+                                        self._on_reconnect, self.config.input_mode)
         self.receiver.start()
         log.info("consuming %s with request %s", self.input_channel, request)
 

@@ -1,0 +1,46 @@
+"""Keep the Python thread state of the native threads that deliver updates.
+
+pvaccess calls a monitor's Python callback from its own native thread
+(``TCP-rx``), wrapping each call in ``PyGILState_Ensure()`` /
+``PyGILState_Release()``. Python does not know that thread, so every Ensure
+builds a new thread state and every Release destroys it again: per update a
+thread-state allocation, an ``mmap``/``munmap`` pair for the frame stack, a
+page fault and a ``gettid`` call, plus a TLB shoot-down on the other cores.
+For a 128x128 frame that was about half of the whole receiving cost
+(streamingFramework.md, section 19).
+
+:func:`keep_thread_state`, called from inside a callback, raises the calling
+thread's Ensure counter once more. The Release that ends the callback then
+leaves the thread state in place, and every later callback on the same
+thread reuses it. The price is one thread state (a few kilobytes) per
+delivering thread, kept until the process exits; pvaccess starts a new
+thread per connection, so a reconnect keeps one more.
+
+Set ``PVAFLOW_KEEP_THREAD_STATE=0`` to turn this off.
+"""
+
+import ctypes
+import os
+
+ENABLED = os.environ.get("PVAFLOW_KEEP_THREAD_STATE", "1").strip() != "0"
+
+_ensure = ctypes.pythonapi.PyGILState_Ensure
+_ensure.argtypes = []
+_ensure.restype = ctypes.c_int
+
+kept = 0  # thread states kept so far (for tests and diagnostics)
+
+
+def keep_thread_state():
+    """Keep the calling thread's thread state after the current callback returns.
+
+    Call it from a callback that a native thread runs, once per thread (a
+    second call on the same thread does no harm). Returns True when the
+    state is now kept, False when turned off.
+    """
+    global kept
+    if not ENABLED:
+        return False
+    _ensure()  # the GIL is held: this only raises the counter
+    kept += 1
+    return True
