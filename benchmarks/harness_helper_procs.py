@@ -42,6 +42,9 @@ def monitor_main(argv):
                         help="exit this many seconds after the last frame (0: only on SIGINT)")
     parser.add_argument("--timing", action="store_true", help="record first/last arrival times")
     parser.add_argument("--limit", type=float, default=0.0, help="exit after this many seconds")
+    parser.add_argument("--keep-thread-state", action="store_true",
+                        help="keep the Python thread state of pvaccess's delivering thread"
+                             " (what pvaflow does) instead of a new one per update")
     args = parser.parse_args(argv)
     if args.instances > 1:
         return _run_instances(argv, args.instances)
@@ -61,6 +64,8 @@ def monitor_main(argv):
         processors.append(processor)
         callbacks.append(_timed(processor, times, clock) if args.timing or args.idle_exit > 0
                          else processor.process)
+    if args.keep_thread_state:
+        callbacks = [_keeping(callback) for callback in callbacks]
     stop = []
     _install_stop(stop)
     record = f"record[queueSize={args.sqs}]" if args.sqs > 0 else ""
@@ -83,6 +88,19 @@ def monitor_main(argv):
         processor.extra = {"t_first": times["t_first"], "t_last": times["t_last"]}
         processor.stop()
     return 0
+
+
+def _keeping(callback):
+    """``callback`` that first keeps its thread's Python thread state (raises the
+    thread's PyGILState counter once, so pvaccess's Release leaves the state)."""
+    import ctypes  # pylint: disable=import-outside-toplevel
+    kept = []
+
+    def call(pv):
+        if not kept:
+            kept.append(ctypes.pythonapi.PyGILState_Ensure())
+        callback(pv)
+    return call
 
 
 def _timed(processor, times, clock):

@@ -64,7 +64,7 @@ def meta():
             "settings": Settings.from_env().describe()}
 
 
-COLORS = {"bare": "#888888", "pvaflow": "#1f77b4", "pvapy": "#ff7f0e"}
+COLORS = {"bare": "#888888", "bare-kept": "#bbbbbb", "pvaflow": "#1f77b4", "pvapy": "#ff7f0e"}
 
 
 def _short(value):

@@ -42,9 +42,11 @@ def stage_args(sqs, out_dir, stride=1, latency=False):
 
 def consumer_cmd(kind, channel, sqs, n_consumers, out_dir):
     """A consumer (or, with n_consumers > 1, a fleet with the distributor, -du 1)."""
-    if kind == "bare":
+    if kind in ("bare", "bare-kept"):
         args = [PY, HARNESS_FILE, "monitor", "--channel", channel, "--sqs", sqs,
                 "--out-dir", out_dir]
+        if kind == "bare-kept":
+            args.append("--keep-thread-state")
         if n_consumers > 1:  # a bare fleet: N monitor processes behind the distributor
             args += ["--instances", n_consumers, "--stride", n_consumers,
                      "--distributor-updates", 1]
