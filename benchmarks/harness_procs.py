@@ -19,6 +19,17 @@ def child_env():
     return env
 
 
+def _default_sigint():
+    """In the child before exec: SIGINT back to its default action.
+
+    Runs are stopped with SIGINT. Started in the background (``cmd &``,
+    ``nohup``), the harness inherits SIGINT ignored and its children would
+    too; Python then installs no KeyboardInterrupt handler, and a tool that
+    relies on it (pvapy's consumer) never stops and is killed without
+    writing its counts."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Proc:
     """One tool process started by the harness; always reaped (and killed if needed)."""
 
@@ -29,7 +40,8 @@ class Proc:
         self._log.write((" ".join(self.args) + "\n").encode())
         self._log.flush()
         self.popen = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env=child_env(), cwd=REPO)
+                                      stdin=subprocess.DEVNULL, env=child_env(), cwd=REPO,
+                                      preexec_fn=_default_sigint)
         self.pid = self.popen.pid
         self.started = time.monotonic()
         self.returncode = None
