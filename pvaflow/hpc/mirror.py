@@ -15,17 +15,15 @@ raises :class:`~pvaflow.hpc.errors.ConfigurationError` with one line saying
 what is wrong at which character (counted from 1) and showing the right form.
 
 :class:`MirrorServer` serves the entries with pvaccess' C++ mirror server:
-the updates never pass through Python. A mirror record exists once its
-source has connected; the server then holds, for each mirror, a counting
-monitor (a "tap") on the mirror channel: a pvaccess queueing monitor of the
-time stamp only (the whole structure if there is no ``timeStamp`` field)
-into a one-element queue that is never read, so counting runs in C++ and
-costs one small copy per update. Its ``nReceived`` is the channel's count of
-mirrored updates (from the moment the tap connected, including the value it
-got then); reports read it and derive the rates. The server's own counters
-(``nReceived``, ``nOverruns`` of the source monitors) are reported too, but
-pvaccess 5.6 sums them over all mirror records, so they are shown per
-channel only when one channel is mirrored and otherwise as server totals.
+the updates never pass through Python. Once a mirror's source has
+connected, the server holds a counting monitor (a "tap") on the mirror
+channel: a pvaccess queueing monitor of the time stamp only (or the whole
+structure without ``timeStamp``) into a one-element queue never read, so
+counting runs in C++ at one small copy per update. Its ``nReceived`` is the
+channel's count of mirrored updates (from the tap's connection, its first
+value included); reports derive the rates from it. The server's own counters
+are reported too, but pvaccess 5.6 sums them over all mirror records: per
+channel only when one channel is mirrored, otherwise as server totals.
 """
 
 import json
