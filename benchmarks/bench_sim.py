@@ -89,7 +89,7 @@ def run_once(kind, fps, workdir):
         client = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "count", channel,
              str(START_DELAY_S + RUNTIME_S + 15)],
-            capture_output=True, text=True, env=_env(), timeout=START_DELAY_S + RUNTIME_S + 30)
+            capture_output=True, text=True, errors="replace", env=_env(), timeout=START_DELAY_S + RUNTIME_S + 30)
         server.wait(timeout=30)
     finally:
         if server.poll() is None:

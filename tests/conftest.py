@@ -73,7 +73,9 @@ class Procs:
 
 
 def read(path):
-    with open(path) as f:
+    # errors="replace": libca prints its own exception reports, whose context
+    # text is not always valid UTF-8
+    with open(path, encoding="utf-8", errors="replace") as f:
         return f.read()
 
 

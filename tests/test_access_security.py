@@ -109,7 +109,7 @@ def test_bad_access_security_file(tmp_path, content, message):
         acf.write_text(content)
     result = subprocess.run([sys.executable, "-m", "pvaflow.cli.consumer", "-ic", "x", "-sc", "y",
                              "-rt", "1", "--access-security-file", str(acf)], capture_output=True,
-                            text=True, cwd=REPO, timeout=30, env=dict(os.environ, PYTHONPATH=REPO))
+                            text=True, errors="replace", cwd=REPO, timeout=30, env=dict(os.environ, PYTHONPATH=REPO))
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("pvapy-hpc-consumer: error:") and message in lines[0], \

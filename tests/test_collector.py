@@ -82,7 +82,7 @@ BAD = [
 @pytest.mark.parametrize("argv,message", BAD, ids=[m for _, m in BAD])
 def test_collector_bad_input(argv, message):
     result = subprocess.run([sys.executable, "-m", "pvaflow.cli.collector", *argv], capture_output=True,
-                            text=True, cwd=REPO, timeout=30, env=dict(os.environ, PYTHONPATH=REPO))
+                            text=True, errors="replace", cwd=REPO, timeout=30, env=dict(os.environ, PYTHONPATH=REPO))
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("pvapy-hpc-collector: error:") and message in lines[0], \

@@ -222,7 +222,7 @@ def test_version_flag():
     import sys
     from pvaflow import __version__
     result = subprocess.run([sys.executable, "-m", "pvaflow.cli.consumer", "--version"],
-                            capture_output=True, text=True, cwd=REPO, timeout=30)
+                            capture_output=True, text=True, errors="replace", cwd=REPO, timeout=30)
     assert result.returncode == 0 and __version__ in result.stdout
 
 
@@ -254,7 +254,7 @@ def test_bad_input_exits_2_with_one_line(argv, message):
     import subprocess
     import sys
     result = subprocess.run([sys.executable, "-m", "pvaflow.cli.consumer", *argv],
-                            capture_output=True, text=True, cwd=REPO, timeout=30,
+                            capture_output=True, text=True, errors="replace", cwd=REPO, timeout=30,
                             env=dict(os.environ, PYTHONPATH=REPO))
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -82,5 +82,5 @@ def test_live_progress_line_on_a_terminal_only(prefix, tmp_path):
     rc, on_tty = run_on_terminal(args, env)
     assert rc == 0
     assert on_tty.count("\r[consumer 1]") >= 2 and "/ 2 s" in on_tty and "FINAL" in on_tty
-    piped = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=20)
+    piped = subprocess.run(args, capture_output=True, text=True, errors="replace", cwd=REPO, env=env, timeout=20)
     assert "\r" not in piped.stdout and "FINAL" in piped.stdout

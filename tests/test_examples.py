@@ -154,7 +154,7 @@ def test_make_demo_pipeline_accounts_for_every_frame(tmp_path):
     import sys
     env = dict(os.environ, PYTHONPATH=REPO)
     result = subprocess.run([sys.executable, os.path.join(REPO, "examples", "demo.py"),
-                             "--runtime", "2", "--fps", "200"], capture_output=True, text=True,
+                             "--runtime", "2", "--fps", "200"], capture_output=True, text=True, errors="replace",
                             cwd=str(tmp_path), env=env, timeout=90)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout

@@ -172,5 +172,5 @@ def test_fleet_parent_live_line_only_on_a_terminal(prefix):
     rc, on_tty = run_on_terminal(args, env, timeout=60)
     assert rc == 0, on_tty
     assert on_tty.count("\r[fleet]") >= 2 and "2/2 running" in on_tty and "FINAL" in on_tty
-    piped = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    piped = subprocess.run(args, capture_output=True, text=True, errors="replace", cwd=REPO, env=env, timeout=60)
     assert piped.returncode == 0 and "\r" not in piped.stdout and "FINAL" in piped.stdout

@@ -229,7 +229,7 @@ def test_without_channels_frames_pass_through():
 # ------------------------------------------------------------- bad input, CLI
 def _cli(module, *argv):
     return subprocess.run([sys.executable, "-m", module, *map(str, argv)], capture_output=True,
-                          text=True, cwd=REPO, timeout=30, env=dict(os.environ, PYTHONPATH=REPO))
+                          text=True, errors="replace", cwd=REPO, timeout=30, env=dict(os.environ, PYTHONPATH=REPO))
 
 
 @pytest.mark.parametrize("argv,message", [

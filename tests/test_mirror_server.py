@@ -278,7 +278,7 @@ def test_bad_map_exits_2_with_one_line(text, expected, capsys):
                                   "(a:m,a:s),(a:m,b:s)"])
 def test_bad_map_process_exit_code(text):
     proc = subprocess.run([sys.executable, "-m", MIRROR, "-cm", text], capture_output=True,
-                          text=True, cwd=REPO, timeout=10)
+                          text=True, errors="replace", cwd=REPO, timeout=10)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(ERROR_PREFIX)
@@ -304,7 +304,7 @@ def test_unwritable_stats_file_exits_2(tmp_path, capsys):
 
 def test_version():
     proc = subprocess.run([sys.executable, "-m", MIRROR, "--version"], capture_output=True,
-                          text=True, cwd=REPO, timeout=10)
+                          text=True, errors="replace", cwd=REPO, timeout=10)
     assert proc.returncode == 0
     assert proc.stdout.startswith(f"{PROG} (pvaflow) ")
 

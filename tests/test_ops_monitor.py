@@ -26,7 +26,7 @@ def tool_env(**extra):
 
 def run_tool(module, *args, timeout=30):
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=tool_env(), check=False)
+                          text=True, errors="replace", timeout=timeout, env=tool_env(), check=False)
 
 
 def status_up(name):
@@ -148,7 +148,7 @@ def test_plain_tables_when_not_on_a_terminal(fleet):
     prefix, _ = fleet
     proc = subprocess.Popen([sys.executable, "-m", MONITOR, f"{prefix}:*:status", "--ids", "1-2",
                              "--period", "0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=tool_env())
+                            text=True, errors="replace", env=tool_env())
     time.sleep(3.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)

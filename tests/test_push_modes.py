@@ -176,6 +176,6 @@ BAD = [
 @pytest.mark.parametrize("argv,message", BAD, ids=[m for _, m in BAD])
 def test_push_mode_bad_input(argv, message):
     result = subprocess.run([sys.executable, "-m", "pvaflow.cli.consumer", *argv], capture_output=True,
-                            text=True, cwd=REPO, timeout=30, env=dict(os.environ, PYTHONPATH=REPO))
+                            text=True, errors="replace", cwd=REPO, timeout=30, env=dict(os.environ, PYTHONPATH=REPO))
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr

@@ -354,12 +354,12 @@ def test_cli_process_exit_code_and_version(tmp_path):
     env = dict(os.environ, PYTHONPATH=REPO)
     bad = subprocess.run([sys.executable, "-m", "pvaflow.cli.sim_server", "-if",
                           str(tmp_path / "missing.npy"), "-dc"],
-                         capture_output=True, text=True, env=env, timeout=30)
+                         capture_output=True, text=True, errors="replace", env=env, timeout=30)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         f"{ERROR_PREFIX}input file {tmp_path / 'missing.npy'} does not exist or is not a file"]
     version = subprocess.run([sys.executable, "-m", "pvaflow.cli.sim_server", "--version"],
-                             capture_output=True, text=True, env=env, timeout=30)
+                             capture_output=True, text=True, errors="replace", env=env, timeout=30)
     assert version.returncode == 0 and "pvaflow" in version.stdout
 
 
@@ -371,5 +371,5 @@ def test_live_progress_line_only_on_a_terminal(prefix):
     rc, text = run_on_terminal(args, env)
     assert rc == 0
     assert "\r[sim] 1 s / 2 s" in text and "left)" in text and "summary:" in text
-    piped = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=30)
+    piped = subprocess.run(args, capture_output=True, text=True, errors="replace", cwd=REPO, env=env, timeout=30)
     assert "\r" not in piped.stdout and "summary:" in piped.stdout

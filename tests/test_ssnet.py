@@ -384,6 +384,6 @@ def test_processor_with_torch_compile_agrees_with_eager(shipped):
 def test_simulator_refuses_lartpc_with_file_input(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((2, 4, 4), np.uint8))
     result = subprocess.run([sys.executable, "-m", "pvaflow.cli.sim_server", "--lartpc", "events",
-                             "-if", str(tmp_path / "x.npy")], capture_output=True, text=True,
+                             "-if", str(tmp_path / "x.npy")], capture_output=True, text=True, errors="replace",
                             cwd=REPO, timeout=30, env=dict(os.environ, PYTHONPATH=REPO))
     assert result.returncode == 2 and "--lartpc generates its own events" in result.stderr

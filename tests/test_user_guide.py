@@ -96,7 +96,7 @@ def test_every_shell_block_is_marked():
 @functools.lru_cache(maxsize=None)
 def accepted_flags(tool, subcommand=None):
     argv = [sys.executable, "-m", MODULES[tool]] + ([subcommand] if subcommand else []) + ["--help"]
-    result = subprocess.run(argv, capture_output=True, text=True,
+    result = subprocess.run(argv, capture_output=True, text=True, errors="replace",
                             cwd=REPO, timeout=60, env=dict(os.environ, PYTHONPATH=REPO))
     assert result.returncode == 0, result.stderr
     return set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", result.stdout))
@@ -196,7 +196,7 @@ def test_run_blocks_work_at_small_scale(line, kind, options, commands, tmp_path)
             words = shlex.split(command.rstrip("&").strip())
             assert words[0] in MODULES, f"line {line}: '{words[0]}' is not a pvaflow tool"
             argv = small_scale(words, opts, prefix, tmp_path)
-            log = open(tmp_path / f"cmd{len(procs)}.log", "w+")
+            log = open(tmp_path / f"cmd{len(procs)}.log", "w+", errors="replace")
             procs.append((command, subprocess.Popen(argv, cwd=cwd, env=env, stdout=log,
                                                     stderr=subprocess.STDOUT), log))
             time.sleep(0.5)

@@ -227,7 +227,7 @@ def test_hdf5_readable_while_written_and_closed_on_stop(tmp_path):
     for uid in range(1, 4):
         writer.process(frame(np.full((5, 5), uid, np.uint16), uid=uid))
     result = subprocess.run([sys.executable, "-c", reader, writer.current_path],
-                            capture_output=True, text=True, timeout=20)
+                            capture_output=True, text=True, errors="replace", timeout=20)
     assert result.stdout.split(None, 1) == ["3", "[1, 2, 3]\n"], result.stderr
     writer.process(frame(np.zeros((9, 9), np.uint16), uid=4))  # another shape: another file
     writer.stop()
