@@ -71,10 +71,12 @@ def _saved_ceiling(size):
     return None
 
 
-def _header(settings, title):
+def _header(settings, title, sizes=()):
     trials = settings.trials
+    large = sorted({settings.trials_for(size) for size in sizes} - {trials})
+    more = f" ({large[-1]} at frames >= 4 MB)" if large else ""
     mode = " QUICK MODE (smoke test, noisy)" if settings.quick else ""
-    return (f"{title}  [median of {trials} trial{'s' if trials != 1 else ''},"
+    return (f"{title}  [median of {trials} trial{'s' if trials != 1 else ''}{more},"
             f" window {settings.window_s:g} s, {os.cpu_count()} CPUs{mode}]")
 
 
@@ -113,18 +115,21 @@ def test_case1_2_ceiling_and_single_consumer(settings, workdir):
                       * settings.budget_scale)
     title1 = "Case 1 - transport ceiling: bare pvaccess monitor, max lossless rate"
     title2 = "Case 2 - one pass-through consumer: max lossless rate"
-    table1 = [_header(settings, title1),
+    table1 = [_header(settings, title1, settings.sizes),
               f"{'size':>10} {'sqs':>5} {'fps':>12} {'GB/s':>8}   trials (fps)"]
-    table2 = [_header(settings, title2), ht.consumer_header(f"{'size':>10}")]
+    table2 = [_header(settings, title2, settings.sizes), ht.consumer_header(f"{'size':>10}")]
     rows1, rows2, raw = [], [], {}
     chart_rows = {kind: [] for kind in ht.KINDS}
+    weights = [settings.trials_for(size) for size in settings.sizes]
     for index, size in enumerate(settings.sizes):
         _log(f"\ncases 1-2: {size}x{size}")
-        share = h.Budget(budget.left() / (len(settings.sizes) - index))
+        # each size's share of what is left, by its number of trials
+        share = h.Budget(budget.left() * weights[index] / sum(weights[index:]))
         start = _saved_ceiling(size) or h.rate_guess(size)
         result = h.alternating_searches(
             list(ht.KINDS), lambda kind, size=size: _consumer_probe(kind, size, 1, settings, workdir),
-            lambda kind, start=start: start, settings, share, log=_log)
+            lambda kind, start=start: start, settings, share, log=_log,
+            trials=settings.trials_for(size))
         for kind in ht.KINDS:
             _check_harness(result[kind], kind)
         bare = result["bare"]

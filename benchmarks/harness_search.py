@@ -91,8 +91,10 @@ def search_max_rate(probe, start, budget, max_probes, tolerance, step=2.0, floor
             "bound": bound, "probes": probes, "best": best}
 
 
-def alternating_searches(kinds, probe_for, start_for, settings, budget, tolerance=None, log=None):
-    """Median of ``settings.trials`` searches per kind, the kinds alternating.
+def alternating_searches(kinds, probe_for, start_for, settings, budget, tolerance=None, log=None,
+                         trials=None):
+    """Median of ``trials`` (default ``settings.trials``) searches per kind, the
+    kinds alternating.
 
     Trial t runs one search per kind, the order of the kinds reversed every
     other trial. The first search of a kind ramps by 2 from start_for(kind);
@@ -101,10 +103,11 @@ def alternating_searches(kinds, probe_for, start_for, settings, budget, toleranc
     probes of each search (a share of what is left, by its probe cap). Returns {kind: {"median": rate, "trials": [search, ...],
     "bound": "sim" if the median trial was limited by the publisher}}."""
     tolerance = settings.tolerance if tolerance is None else tolerance
+    trials = settings.trials if trials is None else trials
     out = {kind: {"trials": []} for kind in kinds}
     # Each search gets a share of what is left, weighted by its probe cap, so
     # the kind that runs first cannot spend the others' time.
-    plan = [(trial, kind) for trial in range(settings.trials)
+    plan = [(trial, kind) for trial in range(trials)
             for kind in (list(kinds) if trial % 2 == 0 else list(reversed(kinds)))]
     weights = [settings.max_probes if trial == 0 else settings.later_probes for trial, _ in plan]
     for index, (trial, kind) in enumerate(plan):
@@ -121,7 +124,7 @@ def alternating_searches(kinds, probe_for, start_for, settings, budget, toleranc
             step, probes = 1.25, settings.later_probes
         share = Budget(max(0.0, budget.left()) * weights[index] / sum(weights[index:]))
         if log:
-            log(f"  trial {trial + 1}/{settings.trials} {kind}: start {start:.1f} fps")
+            log(f"  trial {trial + 1}/{trials} {kind}: start {start:.1f} fps")
         done.append(search_max_rate(probe_for(kind), start, share, probes, tolerance,
                                     step=step, log=log))
     for kind in kinds:
