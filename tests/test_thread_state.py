@@ -6,12 +6,15 @@ the two apart: its attributes live in the thread state."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pvaccess as pva
 
-from conftest import read_stats_lines, wait_for
+from conftest import REPO, read_stats_lines, wait_for
 from test_consumer import finish, start_sim
 from pvaflow.hpc import thread_state
 
@@ -108,3 +111,60 @@ def test_consumer_with_keeping_turned_off(procs, prefix, tmp_path):
     user = final["userStats"]
     assert user["nCalls"] == published > 300
     assert user["nFreshStates"] == user["nCalls"]
+
+
+def test_keep_once_is_one_keep_per_thread():
+    before = thread_state.kept
+    results = []
+
+    def twice():
+        results.append((thread_state.keep_thread_state_once(), thread_state.keep_thread_state_once()))
+    worker = threading.Thread(target=twice)
+    worker.start()
+    worker.join()
+    assert results == [(True, True)] and thread_state.kept == before + 1
+
+
+SEND = """
+import sys
+import numpy as np
+import pvaccess as pva
+from pvaflow.hpc.ntndarray import new_ntndarray
+client = pva.RpcClient(sys.argv[1])
+first, count = int(sys.argv[2]), int(sys.argv[3])
+for uid in range(first, first + count):
+    reply = client.invoke(new_ntndarray(np.zeros((4, 4), np.uint8), unique_id=uid))
+    assert reply["status"] == 0, reply
+"""
+
+
+def _rpc_senders(procs, prefix, tmp_path, env):
+    """Two senders, one after the other: two client connections, so two server threads."""
+    stats_file = tmp_path / "stats.jsonl"
+    channel = f"{prefix}:in"
+    consumer = procs.consumer("-ic", channel, "-im", "rpc", "-pf",
+                              os.path.join(PROCESSORS, "thread_states.py"), "-pc", "ThreadStateCounter",
+                              "-rp", 0.5, "--stats-file", stats_file, env=env)
+    wait_for(lambda: read_stats_lines(stats_file), 10, message="the consumer to start")
+    for first in (1, 41):
+        sender = subprocess.run([sys.executable, "-c", SEND, channel, str(first), "40"],
+                                capture_output=True, text=True, errors="replace", cwd=REPO,
+                                env=dict(os.environ, PYTHONPATH=REPO), timeout=30)
+        assert sender.returncode == 0, sender.stderr
+    wait_for(lambda: read_stats_lines(stats_file)[-1]["userStats"].get("nCalls") == 80, 10,
+             message="80 objects processed")
+    consumer.send_signal(signal.SIGINT)
+    rc, out, err = procs.wait(consumer, 20)
+    assert rc == 0, err
+    return read_stats_lines(stats_file)[-1]
+
+
+def test_rpc_input_keeps_the_state_of_each_client_thread(procs, prefix, tmp_path):
+    final = _rpc_senders(procs, prefix, tmp_path, None)
+    assert final["processorStats"]["nProcessed"] == 80
+    assert final["userStats"]["nFreshStates"] == 2  # one per client connection
+
+
+def test_rpc_input_with_keeping_turned_off(procs, prefix, tmp_path):
+    final = _rpc_senders(procs, prefix, tmp_path, {"PVAFLOW_KEEP_THREAD_STATE": "0"})
+    assert final["userStats"]["nFreshStates"] == 80

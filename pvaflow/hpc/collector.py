@@ -21,7 +21,7 @@ from .frame_queue import FrameQueue
 from .naming import resolve_channel
 from .ordering import OrderedRelease
 from .receiver import MonitorReceiver, build_request
-from .thread_state import keep_thread_state
+from .thread_state import keep_thread_state_once
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class Collector(Consumer):
         def receive(pv):
             if producer.new_thread:
                 producer.new_thread = False
-                keep_thread_state()
+                keep_thread_state_once()
                 if self._first:
                     with lock:
                         if self._first:

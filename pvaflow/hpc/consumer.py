@@ -37,7 +37,7 @@ from .push_input import REJECTED as NOT_ACCEPTED
 from .shared_counters import ADMITTED, ERRORS, LAST_ID, MISSED, PROCESSED, REJECTED
 from .stats_report import StatsReporter
 from .status import fill_status, status_record_type
-from .thread_state import keep_thread_state
+from .thread_state import keep_thread_state_once
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class Consumer(StageIOMixin, CommandsMixin):
         self._pending = False
         if self._first:
             self._first_update(pv)
-        keep_thread_state()
+        keep_thread_state_once()
 
     def _on_reconnect(self):
         """The input connected again: the server resends its value, on a new thread."""

@@ -9,7 +9,9 @@
   what makes ``rpc`` a lossless hand-off: a sender knows what was refused.
 
 Both hand objects to the same per-frame function as the monitor input; it
-returns :data:`ACCEPTED` or :data:`REJECTED`.
+returns :data:`ACCEPTED` or :data:`REJECTED`. Each call first keeps the
+Python thread state of the server thread it runs on (pvaccess would build a
+new one per call; an RPC service runs one thread per client connection).
 """
 
 import logging
@@ -17,6 +19,7 @@ import logging
 import pvaccess as pva
 
 from .errors import ConfigurationError
+from .thread_state import keep_thread_state_once
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class PvasInput:
         self.n_errors = 0
 
     def _put(self, record):
+        keep_thread_state_once()
         try:
             self._on_object(record)
         except Exception:  # never let a put kill the server thread
@@ -81,6 +85,7 @@ class RpcInput:
         self.n_errors = 0
 
     def _request(self, pv):
+        keep_thread_state_once()
         if not self._running:
             return self._stopped
         if self._type_check is not None and not self._type_check(pv):

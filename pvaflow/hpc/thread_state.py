@@ -16,11 +16,17 @@ thread reuses it. The price is one thread state (a few kilobytes) per
 delivering thread, kept until the process exits; pvaccess starts a new
 thread per connection, so a reconnect keeps one more.
 
+Callbacks that several native threads may run (an RPC service gets one
+server thread per client connection) call :func:`keep_thread_state_once`,
+which checks a ``threading.local`` first: its attributes live in the thread
+state, so the flag is still set on a later call only once that state is kept.
+
 Set ``PVAFLOW_KEEP_THREAD_STATE=0`` to turn this off.
 """
 
 import ctypes
 import os
+import threading
 
 ENABLED = os.environ.get("PVAFLOW_KEEP_THREAD_STATE", "1").strip() != "0"
 
@@ -29,6 +35,7 @@ _ensure.argtypes = []
 _ensure.restype = ctypes.c_int
 
 kept = 0  # thread states kept so far (for tests and diagnostics)
+_here = threading.local()  # .kept: this thread's state is kept
 
 
 def keep_thread_state():
@@ -43,4 +50,18 @@ def keep_thread_state():
         return False
     _ensure()  # the GIL is held: this only raises the counter
     kept += 1
+    return True
+
+
+def keep_thread_state_once():
+    """:func:`keep_thread_state` unless the calling thread's state is kept already.
+
+    Cheap enough for every call of a callback (one attribute lookup, no
+    allocation). Returns True when the state is kept.
+    """
+    if getattr(_here, "kept", False):
+        return True
+    if not keep_thread_state():
+        return False
+    _here.kept = True
     return True
