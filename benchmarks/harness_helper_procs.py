@@ -92,14 +92,21 @@ def monitor_main(argv):
 
 def _keeping(callback):
     """``callback`` that first keeps its thread's Python thread state (raises the
-    thread's PyGILState counter once, so pvaccess's Release leaves the state)."""
+    thread's PyGILState counter once, so pvaccess's Release leaves the state)
+    and ends by writing "unlocked" into pvaccess's shared GIL state, as
+    pvaflow's callbacks do (pvaflow/hpc/thread_state.py)."""
     import ctypes  # pylint: disable=import-outside-toplevel
+    from pvaccess import pvaccess as extension  # pylint: disable=import-outside-toplevel
+    shared = ctypes.c_int.in_dll(ctypes.CDLL(extension.__file__), "_ZN12PyGilManager8gilStateE")
     kept = []
 
     def call(pv):
         if not kept:
             kept.append(ctypes.pythonapi.PyGILState_Ensure())
-        callback(pv)
+        try:
+            callback(pv)
+        finally:
+            shared.value = 1  # PyGILState_UNLOCKED
     return call
 
 

@@ -168,3 +168,21 @@ def test_rpc_input_keeps_the_state_of_each_client_thread(procs, prefix, tmp_path
 def test_rpc_input_with_keeping_turned_off(procs, prefix, tmp_path):
     final = _rpc_senders(procs, prefix, tmp_path, {"PVAFLOW_KEEP_THREAD_STATE": "0"})
     assert final["userStats"]["nFreshStates"] == 80
+
+
+def test_consumer_releases_the_gil_after_a_clobbered_shared_state(procs, prefix, tmp_path):
+    """pvaccess hands every Release the last value any thread's Ensure returned.
+    A "locked" left there by another thread would make a kept thread keep the
+    GIL; the consumer's callback ends by writing "unlocked" (RELEASE_GUARD)."""
+    stats_file = tmp_path / "stats.jsonl"
+    channel = f"{prefix}:image"
+    sim, summary = start_sim(procs, channel, tmp_path, fps=300, runtime=1.0)
+    consumer = procs.consumer("-ic", channel, "-sqs", 100, "-pf",
+                              os.path.join(PROCESSORS, "gil_clobber.py"), "-pc", "GilStateClobber",
+                              "-rp", 0.5, "--stats-file", stats_file)
+    # the main thread must keep running: it writes the stats file and stops on SIGINT
+    published, final, out, err = finish(procs, sim, summary, consumer, stats_file, settle=1.0,
+                                      timeout=15)
+    assert thread_state.ENABLED
+    assert published >= 250
+    assert final["userStats"]["nClobbered"] == final["processorStats"]["nProcessed"] == published

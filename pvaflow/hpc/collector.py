@@ -21,6 +21,8 @@ from .frame_queue import FrameQueue
 from .naming import resolve_channel
 from .ordering import OrderedRelease
 from .receiver import MonitorReceiver, build_request
+from .thread_state import RELEASE_GUARD as _GUARD
+from .thread_state import UNLOCKED as _UNLOCKED
 from .thread_state import keep_thread_state_once
 
 log = logging.getLogger(__name__)
@@ -174,25 +176,28 @@ class Collector(Consumer):
         field = self.config.oid_field
 
         def receive(pv):
-            if producer.new_thread:
-                producer.new_thread = False
-                keep_thread_state_once()
-                if self._first:
-                    with lock:
-                        if self._first:
-                            self._first_update(pv)
-            producer.received += 1
-            if producer.to_skip:
-                producer.to_skip -= 1
-                producer.skipped += 1
-                return
-            uid = self._get_id(pv, field)
-            producer.last_id = uid
-            with lock:
-                # a copy: pvaccess reuses the update's storage after the callback
-                ordering.add(uid, pv.copy(), time.monotonic(), released, index)
-                if released:
-                    self._hand_over()
+            try:
+                if producer.new_thread:
+                    producer.new_thread = False
+                    keep_thread_state_once()
+                    if self._first:
+                        with lock:
+                            if self._first:
+                                self._first_update(pv)
+                producer.received += 1
+                if producer.to_skip:
+                    producer.to_skip -= 1
+                    producer.skipped += 1
+                    return
+                uid = self._get_id(pv, field)
+                producer.last_id = uid
+                with lock:
+                    # a copy: pvaccess reuses the update's storage after the callback
+                    ordering.add(uid, pv.copy(), time.monotonic(), released, index)
+                    if released:
+                        self._hand_over()
+            finally:  # pvaccess's Release must see "unlocked" (thread_state.py)
+                _GUARD.value = _UNLOCKED
         return receive
 
     def _hand_over(self):

@@ -37,6 +37,8 @@ from .push_input import REJECTED as NOT_ACCEPTED
 from .shared_counters import ADMITTED, ERRORS, LAST_ID, MISSED, PROCESSED, REJECTED
 from .stats_report import StatsReporter
 from .status import fill_status, status_record_type
+from .thread_state import RELEASE_GUARD as _GUARD
+from .thread_state import UNLOCKED as _UNLOCKED
 from .thread_state import keep_thread_state_once
 
 log = logging.getLogger(__name__)
@@ -202,30 +204,33 @@ class Consumer(StageIOMixin, CommandsMixin):
 
     # per-frame path ----------------------------------------------------------
     def _receive(self, pv):
-        if self._pending:
-            self._catch_up(pv)
-        q = self.queue
-        if self._pushed and q is not None and q.refuse_if_full():
-            return NOT_ACCEPTED
-        acc = self.accounting
-        uid = self._get_id(pv, self._oid_field)
-        if self._check_empty and not pv.getSelectedUnionFieldName("value"):
-            acc.count_empty(uid)
+        try:
+            if self._pending:
+                self._catch_up(pv)
+            q = self.queue
+            if self._pushed and q is not None and q.refuse_if_full():
+                return NOT_ACCEPTED
+            acc = self.accounting
+            uid = self._get_id(pv, self._oid_field)
+            if self._check_empty and not pv.getSelectedUnionFieldName("value"):
+                acc.count_empty(uid)
+                return ACCEPTED
+            if not acc.admit(uid):
+                return ACCEPTED
+            shared = self.shared
+            if shared is not None:  # a supervised child: keep the parent's copy exact
+                shared[ADMITTED] = acc.admitted
+                shared[LAST_ID] = uid
+                shared[MISSED] = acc.missed
+            if q is None:
+                self._process(pv)
+            elif not q.put(pv, copy=True):
+                if shared is not None:
+                    shared[REJECTED] = q.n_rejected
+                return NOT_ACCEPTED
             return ACCEPTED
-        if not acc.admit(uid):
-            return ACCEPTED
-        shared = self.shared
-        if shared is not None:  # a supervised child: keep the parent's copy exact
-            shared[ADMITTED] = acc.admitted
-            shared[LAST_ID] = uid
-            shared[MISSED] = acc.missed
-        if q is None:
-            self._process(pv)
-        elif not q.put(pv, copy=True):
-            if shared is not None:
-                shared[REJECTED] = q.n_rejected
-            return NOT_ACCEPTED
-        return ACCEPTED
+        finally:  # pvaccess's Release must see "unlocked" (thread_state.py)
+            _GUARD.value = _UNLOCKED
 
     def _catch_up(self, pv):
         """First update of the stream or of a delivering thread (outside the steady path)."""

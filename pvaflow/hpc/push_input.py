@@ -19,7 +19,7 @@ import logging
 import pvaccess as pva
 
 from .errors import ConfigurationError
-from .thread_state import keep_thread_state_once
+from .thread_state import RELEASE_GUARD, UNLOCKED, keep_thread_state_once
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class PvasInput:
         except Exception:  # never let a put kill the server thread
             self.n_errors += 1
             log.debug("pvas input failed", exc_info=True)
+        finally:  # pvaccess's Release must see "unlocked" (thread_state.py)
+            RELEASE_GUARD.value = UNLOCKED
 
     def start(self):
         pass
@@ -86,6 +88,12 @@ class RpcInput:
 
     def _request(self, pv):
         keep_thread_state_once()
+        try:
+            return self._reply(pv)
+        finally:  # pvaccess's Release must see "unlocked" (thread_state.py)
+            RELEASE_GUARD.value = UNLOCKED
+
+    def _reply(self, pv):
         if not self._running:
             return self._stopped
         if self._type_check is not None and not self._type_check(pv):

@@ -21,6 +21,17 @@ server thread per client connection) call :func:`keep_thread_state_once`,
 which checks a ``threading.local`` first: its attributes live in the thread
 state, so the flag is still set on a later call only once that state is kept.
 
+pvaccess keeps the value that Ensure returned in one process-wide variable
+(``PyGilManager::gilState``) and hands it to the Release, so a thread can
+release with another thread's value. With a fresh thread state that did no
+harm to a delivering thread: its Release destroys the state and drops the
+GIL whatever the value. With a kept state, a "locked" value written by
+another thread in the meantime would make the Release keep the GIL, and the
+process would hang. So every callback of a kept thread ends by writing
+"unlocked", the true value for any native thread, through
+:data:`RELEASE_GUARD` (``RELEASE_GUARD.value = UNLOCKED``, about 28 ns).
+Where that variable cannot be found, nothing is kept.
+
 Set ``PVAFLOW_KEEP_THREAD_STATE=0`` to turn this off.
 """
 
@@ -28,7 +39,30 @@ import ctypes
 import os
 import threading
 
-ENABLED = os.environ.get("PVAFLOW_KEEP_THREAD_STATE", "1").strip() != "0"
+UNLOCKED = 1  # PyGILState_UNLOCKED
+
+
+class _NoGuard:
+    """Stands in for pvaccess's variable when nothing is kept: stores go nowhere."""
+
+    value = UNLOCKED
+
+
+def _shared_gil_state():
+    """pvaccess's process-wide ``PyGilManager::gilState`` (a C int), or None."""
+    try:
+        from pvaccess import pvaccess as extension
+        library = ctypes.CDLL(extension.__file__)
+        return ctypes.c_int.in_dll(library, "_ZN12PyGilManager8gilStateE")
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
+
+
+_GIL_STATE = _shared_gil_state()
+ENABLED = (os.environ.get("PVAFLOW_KEEP_THREAD_STATE", "1").strip() != "0"
+           and _GIL_STATE is not None)
+# Callbacks end with RELEASE_GUARD.value = UNLOCKED (see the module docstring).
+RELEASE_GUARD = _GIL_STATE if ENABLED else _NoGuard()
 
 _ensure = ctypes.pythonapi.PyGILState_Ensure
 _ensure.argtypes = []
